@@ -1,0 +1,82 @@
+"""The gateway's exception tree. Third-party errors are translated into it at the adapter
+that calls the library (``raise ... from exc``); HTTP status codes are chosen in one place,
+:mod:`gateway.http.errors`.
+
+    GatewayError
+     ├── ClientError                  the request is wrong; nothing was sent upstream
+     │    ├── BadRequest              400
+     │    ├── NotFound                404  (unknown route)
+     │    ├── MethodNotAllowed        405
+     │    └── PayloadTooLarge         413
+     ├── Unsupported                  501 (e.g. model load/unload through the gateway)
+     ├── Unavailable                  503 + Retry-After (no admitted endpoint in the pool)
+     └── UpstreamError                the call to a Triton endpoint failed
+          ├── UpstreamConnectError    could not connect: the request never left (retry-safe)
+          ├── UpstreamTimeout         504: no complete response within the read deadline
+          └── UpstreamBroken          502: connection reset or unparsable response after send
+
+Router errors (:class:`router.UnknownModel`, :class:`router.NoEndpoint`) are mapped alongside.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ClientError(GatewayError):
+    pass
+
+
+class BadRequest(ClientError):
+    pass
+
+
+class NotFound(ClientError):
+    pass
+
+
+class MethodNotAllowed(ClientError):
+    def __init__(self, allowed: str) -> None:
+        self.allowed = allowed
+        super().__init__("Method Not Allowed")
+
+
+class PayloadTooLarge(ClientError):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"request body exceeds the limit of {limit} bytes")
+
+
+class Unsupported(GatewayError):
+    pass
+
+
+class Unavailable(GatewayError):
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class UpstreamError(GatewayError):
+    """A transport-level failure talking to one endpoint (``endpoint`` is ``host:port``)."""
+
+    kind = "error"
+
+    def __init__(self, endpoint: str, detail: str) -> None:
+        self.endpoint = endpoint
+        self.detail = detail
+        super().__init__(f"upstream {endpoint}: {detail}")
+
+
+class UpstreamConnectError(UpstreamError):
+    kind = "connect"
+
+
+class UpstreamTimeout(UpstreamError):
+    kind = "timeout"
+
+
+class UpstreamBroken(UpstreamError):
+    kind = "broken"

@@ -1,0 +1,62 @@
+"""The one place where errors become HTTP responses: V2 error JSON ``{"error": "..."}``.
+
+The status is found by walking the exception's MRO (starlette's ``_exception_handler`` does
+the same), so a new subclass inherits its parent's status until it is given its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unsupported,
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamTimeout,
+)
+from gateway.upstream import Headers
+from router import NoEndpoint, UnknownModel
+
+log = logging.getLogger("servegate.http")
+
+_STATUS: dict[type[BaseException], int] = {
+    BadRequest: 400,
+    NotFound: 404,
+    UnknownModel: 404,
+    MethodNotAllowed: 405,
+    PayloadTooLarge: 413,
+    Unavailable: 503,
+    NoEndpoint: 503,
+    UpstreamConnectError: 503,
+    UpstreamBroken: 502,
+    UpstreamTimeout: 504,
+    Unsupported: 501,
+    GatewayError: 500,
+}
+
+JSON = (b"content-type", b"application/json")
+
+
+def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
+    """``(status, headers, body)`` for an error; unexpected exceptions become a logged 500."""
+    status = next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), 0)
+    if status == 0:
+        log.exception("unhandled error", exc_info=exc)
+        status, message = 500, "internal gateway error"
+    else:
+        message = str(exc)
+    headers: Headers = [JSON]
+    if isinstance(exc, Unavailable):
+        headers.append((b"retry-after", str(exc.retry_after_s).encode()))
+    elif status == 503:
+        headers.append((b"retry-after", b"1"))
+    if isinstance(exc, MethodNotAllowed):
+        headers.append((b"allow", exc.allowed.encode()))
+    return status, headers, json.dumps({"error": message}).encode()

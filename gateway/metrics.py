@@ -1,0 +1,95 @@
+"""Prometheus metrics of the data plane, defined once per gateway instance.
+
+Where it sits: the proxy records each finished request (count by status class, latency) and
+each upstream failure; gauges that are just current counts (in-flight per model, outstanding
+and health per endpoint) are read from the runtime at scrape time, costing nothing per request.
+Served at ``/metrics`` in the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.runtime import Runtime
+
+# 1 ms .. 10 s, roughly x2 per step with the usual SLO points (25/50/100/250 ms, 1 s).
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class _Children:
+    """Metric children for one (model, endpoint, protocol), resolved once, not per request."""
+
+    __slots__ = ("by_class", "latency")
+
+    def __init__(self, requests: Counter, latency: Histogram, labels: tuple[str, str, str]) -> None:
+        self.by_class = [requests.labels(*labels, c) for c in _CLASSES]
+        self.latency = latency.labels(*labels)
+
+
+class GatewayMetrics:
+    def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ("model", "endpoint", "protocol")
+        self.requests = Counter(
+            "servegate_requests", "Requests answered, by model, endpoint and status class",
+            [*labels, "code_class"], registry=self.registry)
+        self.latency = Histogram(
+            "servegate_request_duration_seconds", "Time from request to full response",
+            labels, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.upstream_errors = Counter(
+            "servegate_upstream_errors", "Transport failures talking to an endpoint, by kind",
+            ["pool", "endpoint", "kind"], registry=self.registry)
+        self.rejected = Counter(
+            "servegate_rejected_requests", "Requests answered by the gateway itself with an error",
+            ["model", "protocol", "code"], registry=self.registry)
+        self.reloads = Counter(
+            "servegate_config_reloads", "Config reload attempts", ["result"],
+            registry=self.registry)
+        self.registry.register(_StateCollector(runtime, in_flight))
+        self._children: dict[tuple[str, str, str], _Children] = {}
+
+    def observe(self, model: str, endpoint: str, protocol: str, status: int,
+                seconds: float) -> None:
+        key = (model, endpoint, protocol)
+        ch = self._children.get(key)
+        if ch is None:
+            ch = self._children[key] = _Children(self.requests, self.latency, key)
+        ch.by_class[min(max(status // 100, 1), 5) - 1].inc()
+        ch.latency.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _StateCollector(Collector):
+    def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]]) -> None:
+        self._runtime = runtime
+        self._in_flight = in_flight
+
+    def collect(self) -> Iterator[Any]:
+        inflight = GaugeMetricFamily(
+            "servegate_in_flight_requests", "Requests in flight per model", labels=["model"])
+        for model, n in sorted(self._in_flight().items()):
+            inflight.add_metric([model], n)
+        yield inflight
+        outstanding = GaugeMetricFamily(
+            "servegate_endpoint_outstanding_requests", "Requests outstanding per endpoint",
+            labels=["pool", "endpoint"])
+        healthy = GaugeMetricFamily(
+            "servegate_endpoint_healthy", "1 when the endpoint is admitted for traffic",
+            labels=["pool", "endpoint"])
+        for pool in self._runtime.state.pools.values():
+            for ep in pool.endpoints:
+                outstanding.add_metric([pool.name, ep.address], ep.outstanding)
+                healthy.add_metric([pool.name, ep.address], 1.0 if ep.admitted else 0.0)
+        yield outstanding
+        yield healthy
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())

@@ -1,0 +1,78 @@
+"""Active health checks: ``GET /v2/health/ready`` on every endpoint, each at its pool's interval.
+
+Where it sits: a background task owned by the server runner. Results go through
+:mod:`router.health` (pure); together with the proxy's passive failure reports they decide
+which endpoints the balancer may pick. It re-reads the runtime snapshot on every tick, so
+endpoints added or removed by a reload are probed (or forgotten) without restarting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.errors import UpstreamError, UpstreamTimeout
+from gateway.pools import Endpoint, Pool
+from gateway.runtime import Runtime
+from gateway.upstream import Upstream
+
+log = logging.getLogger("servegate.prober")
+
+
+class Prober:
+    def __init__(self, runtime: Runtime, upstream: Upstream, tick_s: float = 0.25,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.runtime = runtime
+        self.upstream = upstream
+        self.tick_s = tick_s
+        self._clock = clock
+        self._due: dict[tuple[str, str], float] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self.probe_due()
+                await asyncio.sleep(self.tick_s)
+        finally:
+            for task in self._running:
+                task.cancel()
+
+    def probe_due(self) -> None:
+        now = self._clock()
+        seen = set()
+        for pool in self.runtime.state.pools.values():
+            for ep in pool.endpoints:
+                key = (pool.name, ep.address)
+                seen.add(key)
+                if self._due.get(key, 0.0) <= now:
+                    self._due[key] = now + pool.config.health.probe_interval_s
+                    task = asyncio.create_task(self.probe(pool, ep))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+        for key in set(self._due) - seen:
+            del self._due[key]
+
+    async def probe(self, pool: Pool, ep: Endpoint) -> None:
+        policy = pool.config.health
+        try:
+            response = await self.upstream.request(
+                ep.host, ep.port, b"GET", b"/v2/health/ready", [], b"",
+                policy.probe_timeout_s, policy.probe_timeout_s)
+        except UpstreamError as exc:
+            ok, reason, definite = False, str(exc), not isinstance(exc, UpstreamTimeout)
+        except Exception:  # a bug must not kill probing; count it as a failed probe
+            log.exception("probe of %s/%s failed unexpectedly", pool.name, ep.address)
+            ok, reason, definite = False, "probe error", False
+        else:
+            ok = response.status == 200
+            reason = "" if ok else f"not ready (HTTP {response.status})"
+            definite = True
+        was = ep.admitted
+        ep.probed(ok, self._clock(), policy, reason, definite)
+        if was != ep.admitted:
+            log.warning("endpoint %s/%s %s%s", pool.name, ep.address,
+                        "re-admitted" if ep.admitted else "ejected",
+                        f": {ep.health.reason}" if not ep.admitted else "")

@@ -1,0 +1,28 @@
+"""Process settings of the gateway, built once from the command line and passed in.
+
+The routing config (pools, models) is the YAML file; these are the knobs of the process itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    log_level: str = "info"
+    # Seconds uvicorn waits for in-flight requests on shutdown.
+    graceful_shutdown_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    config_path: Path
+    server: ServerSettings = ServerSettings()
+    watch: bool = False
+    watch_interval_s: float = 1.0
+    probe_tick_s: float = 0.25

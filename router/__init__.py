@@ -1,0 +1,47 @@
+"""Pure routing decisions: config schema, route table, endpoint choice, endpoint health.
+
+Imports no I/O library (asyncio, aiohttp, httpx, grpc, redis, kubernetes) and never reads the
+clock; the gateway and the autoscaler both build on it.
+"""
+
+from router.balance import EndpointView, pick_endpoint
+from router.config import (
+    Config,
+    EndpointConfig,
+    HealthConfig,
+    LimitsConfig,
+    ModelRouteConfig,
+    PoolConfig,
+    TimeoutConfig,
+    parse_config,
+    split_hostport,
+)
+from router.errors import ConfigError, NoEndpoint, RouteError, RouterError, UnknownModel
+from router.health import ADMITTED, Health, record_failure, record_probe, record_success
+from router.table import Route, RouteTable
+
+__all__ = [
+    "ADMITTED",
+    "Config",
+    "ConfigError",
+    "EndpointConfig",
+    "EndpointView",
+    "Health",
+    "HealthConfig",
+    "LimitsConfig",
+    "ModelRouteConfig",
+    "NoEndpoint",
+    "PoolConfig",
+    "Route",
+    "RouteError",
+    "RouteTable",
+    "RouterError",
+    "TimeoutConfig",
+    "UnknownModel",
+    "parse_config",
+    "pick_endpoint",
+    "record_failure",
+    "record_probe",
+    "record_success",
+    "split_hostport",
+]

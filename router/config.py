@@ -1,0 +1,176 @@
+"""The config schema shared by the gateway and the autoscaler (one YAML file, validated once).
+
+Where it sits: ``gateway.config`` reads the YAML file and hands the parsed mapping to
+:func:`parse_config`; the result is an immutable :class:`Config` from which the gateway builds
+its :class:`router.table.RouteTable`. Errors name the file, the key path and the problem.
+
+    pools:                          # named sets of Triton endpoints
+      cpu:
+        endpoints:
+          - "127.0.0.1:8000"        # shorthand for {http: "127.0.0.1:8000"}
+          - {http: "10.0.0.7:8000", grpc: "10.0.0.7:8001", metrics: "10.0.0.7:8002"}
+        timeouts: {connect_s: 1, read_s: 30}
+        health: {probe_interval_s: 2, eject_after_failures: 3}
+    models:                         # which pool serves each model; many models share a pool
+      classifier:
+        pool: cpu
+        versions: {"2": {pool: gpu}}   # optional per-version pool override
+        timeouts: {read_s: 5}          # optional per-model override
+    limits: {max_body_bytes: 67108864}
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from router.errors import ConfigError
+
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``("host", port)``; brackets are stripped from IPv6 literals."""
+    m = _HOSTPORT.match(value)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise ValueError(f"expected 'host:port', got {value!r}")
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+class EndpointConfig(_Frozen):
+    """One Triton server: its HTTP address, and optionally its gRPC and metrics addresses."""
+
+    http: str
+    grpc: str | None = None
+    metrics: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"http": value} if isinstance(value, str) else value
+
+    @field_validator("http", "grpc", "metrics")
+    @classmethod
+    def _hostport(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_hostport(value)
+        return value
+
+
+class TimeoutConfig(_Frozen):
+    """Per-phase upstream deadlines in seconds (connect, then the whole response)."""
+
+    connect_s: PositiveFloat = 1.0
+    read_s: PositiveFloat = 60.0
+
+
+class TimeoutOverride(_Frozen):
+    connect_s: PositiveFloat | None = None
+    read_s: PositiveFloat | None = None
+
+    def apply(self, base: TimeoutConfig) -> TimeoutConfig:
+        return TimeoutConfig(
+            connect_s=self.connect_s or base.connect_s, read_s=self.read_s or base.read_s
+        )
+
+
+class HealthConfig(_Frozen):
+    """Active probes of ``/v2/health/ready`` plus passive ejection after consecutive failures."""
+
+    probe_interval_s: PositiveFloat = 2.0
+    probe_timeout_s: PositiveFloat = 1.0
+    eject_after_failures: int = Field(default=3, ge=1)
+    # An ejected endpoint is re-admitted by a successful probe no sooner than this.
+    min_eject_s: float = Field(default=1.0, ge=0)
+
+
+class PoolConfig(_Frozen):
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+    timeouts: TimeoutConfig = TimeoutConfig()
+    health: HealthConfig = HealthConfig()
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique(cls, value: list[EndpointConfig]) -> list[EndpointConfig]:
+        seen = [e.http for e in value]
+        dupes = sorted({h for h in seen if seen.count(h) > 1})
+        if dupes:
+            raise ValueError(f"duplicate endpoint(s): {', '.join(dupes)}")
+        return value
+
+
+class VersionRoute(_Frozen):
+    pool: str
+
+
+class ModelRouteConfig(_Frozen):
+    pool: str
+    versions: dict[str, VersionRoute] = Field(default_factory=dict)
+    timeouts: TimeoutOverride = TimeoutOverride()
+    max_body_bytes: int | None = Field(default=None, gt=0)
+
+    @field_validator("versions")
+    @classmethod
+    def _numeric_versions(cls, value: dict[str, VersionRoute]) -> dict[str, VersionRoute]:
+        bad = [v for v in value if not v.isdigit()]
+        if bad:
+            raise ValueError(f"versions must be positive integers, got {bad}")
+        return value
+
+
+class LimitsConfig(_Frozen):
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
+
+class Config(_Frozen):
+    pools: dict[str, PoolConfig]
+    models: dict[str, ModelRouteConfig]
+    limits: LimitsConfig = LimitsConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, value: dict[str, ModelRouteConfig]) -> dict[str, ModelRouteConfig]:
+        bad = [m for m in value if not _MODEL_NAME.match(m)]
+        if bad:
+            raise ValueError(f"model names may only use letters, digits, '.', '_', '-': {bad}")
+        return value
+
+
+def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for name, model in cfg.models.items():
+        if model.pool not in cfg.pools:
+            problems.append((f"models.{name}.pool", f"unknown pool {model.pool!r}"))
+        for ver, route in model.versions.items():
+            if route.pool not in cfg.pools:
+                problems.append(
+                    (f"models.{name}.versions.{ver}.pool", f"unknown pool {route.pool!r}")
+                )
+    return problems
+
+
+def parse_config(data: object, source: str = "<config>") -> Config:
+    """Validate a parsed YAML/JSON document; raise :class:`ConfigError` listing every problem."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, [("", "expected a mapping with 'pools' and 'models'")])
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            source,
+            [(".".join(str(p) for p in err["loc"]), err["msg"]) for err in exc.errors()],
+        ) from exc
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
