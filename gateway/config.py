@@ -38,7 +38,7 @@ def load_config_file(path: str | Path) -> Config:
 
 
 class Reloader:
-    """Reload ``path`` on demand or when it changes; ``apply`` is called only with a valid config."""
+    """Reload ``path`` on demand or when it changes; ``apply`` only ever sees a valid config."""
 
     def __init__(self, path: str | Path, apply: Callable[[Config], object],
                  on_result: Callable[[bool], None] = lambda ok: None) -> None:

@@ -87,8 +87,28 @@ def start_triton(
     ports: tuple[int, int, int] | None = None,
     timeout: float = 120.0,
     quiet: bool = True,
+    attempts: int = 2,
 ) -> TritonProcess:
-    """Start a worker and wait (with a deadline) until it prints its ready line."""
+    """Start a worker and wait (with a deadline) until it prints its ready line.
+
+    PyTriton's Python-backend handshake has a 1 s timeout that a loaded 2-core machine can
+    miss while several servers start at once; a failed start is retried (fresh ports unless
+    ``ports`` is given) and the last failure, with the worker's log, is raised.
+    """
+    for attempt in range(attempts):
+        try:
+            return _start_once(models, classifier_version, ports, timeout, quiet)
+        except RuntimeError as exc:
+            if attempt == attempts - 1:
+                raise
+            sys.stderr.write(f"Triton worker start failed, retrying: {str(exc)[-2000:]}\n")
+    raise AssertionError("unreachable")
+
+
+def _start_once(
+    models: Sequence[str], classifier_version: int, ports: tuple[int, int, int] | None,
+    timeout: float, quiet: bool,
+) -> TritonProcess:
     http, grpc, metrics = ports or (free_port(), free_port(), free_port())
     cmd = [
         sys.executable, "-m", "gateway.demo.triton_worker",
