@@ -44,6 +44,8 @@ class Prober:
         now = self._clock()
         seen = set()
         for pool in self.runtime.state.pools.values():
+            if not pool.config.health.active_probes:
+                continue
             for ep in pool.endpoints:
                 key = (pool.name, ep.address)
                 seen.add(key)

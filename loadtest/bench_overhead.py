@@ -458,6 +458,21 @@ def summarize(runs: Sequence[Measurement], base: dict[str, Any] | None) -> dict[
     return out
 
 
+@contextlib.contextmanager
+def explained(target: Target, what: str) -> Iterator[None]:
+    """Re-raise a failure with the target's state and the tail of its log."""
+    try:
+        yield
+    except RuntimeError as exc:
+        state = "" if target.proc is None or target.proc.poll() is None else (
+            f" (process exited with {target.proc.returncode})")
+        log = target.log_tail()
+        raise RuntimeError(
+            f"{target.name}{state} failed {what}: {exc}"
+            + (f"\n--- {target.name} log ---\n{log}" if log else "")
+        ) from None
+
+
 def run_cells(targets: Sequence[Target], args: argparse.Namespace,
               workdir: Path) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
@@ -465,20 +480,16 @@ def run_cells(targets: Sequence[Target], args: argparse.Namespace,
         body = BODIES[body_name]()
         script = write_wrk_script(body, workdir)
         for target in targets:
-            try:
+            with explained(target, f"the {body_name} check"):
                 verify(target.address, body)
-            except RuntimeError as exc:
-                log = target.log_tail()
-                raise RuntimeError(f"{target.name} failed the {body_name} check: {exc}"
-                                   + (f"\n--- {target.name} log ---\n{log}" if log else "")
-                                   ) from None
         for conc in args.concurrency:
             runs: dict[str, list[Measurement]] = {t.name: [] for t in targets}
             for rep in range(args.repeat):
                 for target in targets:
                     print(f"  {body_name:6} c={conc:<3} rep {rep + 1}/{args.repeat} "
                           f"{target.name:8}", end="", flush=True)
-                    m = measure(target, body, script, conc, args)
+                    with explained(target, f"{body_name} c={conc}"):
+                        m = measure(target, body, script, conc, args)
                     print(f" {m.rps:9.0f} req/s  p50 {m.p50_ms:7.2f} ms  p99 {m.p99_ms:7.2f} ms")
                     runs[target.name].append(m)
             direct = summarize(runs["direct"], None)

@@ -87,6 +87,9 @@ class TimeoutOverride(_Frozen):
 class HealthConfig(_Frozen):
     """Active probes of ``/v2/health/ready`` plus passive ejection after consecutive failures."""
 
+    # Active probing can be turned off where something else (e.g. Kubernetes readiness feeding
+    # EndpointSlices) already decides membership; passive ejection still applies.
+    active_probes: bool = True
     probe_interval_s: PositiveFloat = 2.0
     probe_timeout_s: PositiveFloat = 1.0
     eject_after_failures: int = Field(default=3, ge=1)

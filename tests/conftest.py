@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ def stop_all(procs: list[TritonProcess]) -> None:
         list(ex.map(lambda t: t.stop(), procs))
 
 
-def pool_config(tritons: list[TritonProcess], **pool_extra: object) -> dict[str, object]:
+def pool_config(tritons: list[TritonProcess], **pool_extra: object) -> dict[str, Any]:
     return {
         "pools": {"cpu": {
             "endpoints": [{"http": t.http, "grpc": t.grpc, "metrics": t.metrics} for t in tritons],

@@ -175,3 +175,70 @@ def start_redis(workdir: Path) -> RedisProcess:
         rp.stop()
         raise
     return rp
+
+
+class LoadDriver:
+    """Steady closed-loop load from the real ``tritonclient.http.aio`` in a background thread.
+
+    Every request is accounted for: ``ok`` counts successes, ``errors`` keeps
+    ``(start, end, message)`` for each failure, so tests can say which failures happened when.
+    """
+
+    def __init__(self, target: str, model: str = "identity", concurrency: int = 8) -> None:
+        import threading
+
+        self.target = target
+        self.model = model
+        self.concurrency = concurrency
+        self.ok = 0
+        self.errors: list[tuple[float, float, str]] = []
+        self.finished: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="load")
+
+    def __enter__(self) -> LoadDriver:
+        self._thread.start()
+        wait_for(lambda: self.ok > 0 or self.errors, 20, "first response under load")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        assert not self._thread.is_alive(), "load driver did not stop"
+
+    @property
+    def total(self) -> int:
+        return self.ok + len(self.errors)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        import asyncio
+
+        import numpy as np
+        import tritonclient.http.aio as aio
+
+        client = aio.InferenceServerClient(self.target, conn_limit=self.concurrency * 2)
+        data = np.ones((1, 64), dtype=np.float32)
+
+        async def loop() -> None:
+            while not self._stop.is_set():
+                inp = aio.InferInput("DATA", [1, 64], "FP32")
+                inp.set_data_from_numpy(data, binary_data=True)
+                start = time.monotonic()
+                try:
+                    res = await client.infer(self.model, [inp])
+                    assert res.as_numpy("OUTPUT").shape == (1, 64)
+                except Exception as exc:
+                    self.errors.append((start, time.monotonic(), repr(exc)[:300]))
+                else:
+                    self.ok += 1
+                    self.finished.append((start, time.monotonic()))
+
+        try:
+            await asyncio.gather(*(loop() for _ in range(self.concurrency)))
+        finally:
+            await client.close()
