@@ -83,9 +83,11 @@ servegate demo is up: gateway {base}  (config: {config_path}, reloaded on change
   python - <<'PY'
 import numpy as np, tritonclient.http as http
 c = http.InferenceServerClient("{s.host}:{s.http_port}")
-x = http.InferInput("INPUT", [2, 16], "FP32"); x.set_data_from_numpy(np.random.rand(2, 16).astype("float32"))
+x = http.InferInput("INPUT", [2, 16], "FP32")
+x.set_data_from_numpy(np.random.rand(2, 16).astype("float32"))
 print(c.infer("classifier", [x]).as_numpy("PROBS"))
-t = http.InferInput("TEXT", [1, 1], "BYTES"); t.set_data_from_numpy(np.array([[b"hello triton"]], dtype=object))
+t = http.InferInput("TEXT", [1, 1], "BYTES")
+t.set_data_from_numpy(np.array([[b"hello triton"]], dtype=object))
 print(c.infer("embedder", [t]).as_numpy("EMBEDDING")[0, :8])
 PY
 
