@@ -27,6 +27,8 @@ def load_config_file(path: str | Path) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [("", f"not UTF-8 text (byte {exc.start})")]) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

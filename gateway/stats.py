@@ -48,4 +48,8 @@ def merge_model_stats(docs: list[dict[str, Any]]) -> dict[str, Any]:
                 _add(merged[key], entry)
             else:
                 merged[key] = _copy(entry)
-    return {"model_stats": [merged[k] for k in sorted(merged)]}
+    def order(key: tuple[str, str]) -> tuple[str, int, str]:
+        name, version = key
+        return (name, int(version) if version.isdigit() else -1, version)
+
+    return {"model_stats": [merged[k] for k in sorted(merged, key=order)]}

@@ -13,6 +13,7 @@ from router.config import (
     ModelRouteConfig,
     PoolConfig,
     TimeoutConfig,
+    is_version,
     parse_config,
     split_hostport,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "RouterError",
     "TimeoutConfig",
     "UnknownModel",
+    "is_version",
     "parse_config",
     "pick_endpoint",
     "record_failure",

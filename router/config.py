@@ -39,6 +39,14 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+_VERSION = re.compile(r"^[1-9][0-9]{0,18}$")
+
+
+def is_version(value: str) -> bool:
+    """A Triton model version: a positive decimal integer (ASCII digits, no sign, no zero)."""
+    return _VERSION.match(value) is not None
+
+
 def split_hostport(value: str) -> tuple[str, int]:
     """``"host:port"`` -> ``("host", port)``; brackets are stripped from IPv6 literals."""
     m = _HOSTPORT.match(value)
@@ -122,13 +130,17 @@ class ModelRouteConfig(_Frozen):
     timeouts: TimeoutOverride = TimeoutOverride()
     max_body_bytes: int | None = Field(default=None, gt=0)
 
-    @field_validator("versions")
+    @field_validator("versions", mode="before")
     @classmethod
-    def _numeric_versions(cls, value: dict[str, VersionRoute]) -> dict[str, VersionRoute]:
-        bad = [v for v in value if not v.isdigit()]
+    def _numeric_versions(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        keys = {str(k) if isinstance(k, int) and not isinstance(k, bool) else k: v
+                for k, v in value.items()}
+        bad = [k for k in keys if not (isinstance(k, str) and is_version(k))]
         if bad:
             raise ValueError(f"versions must be positive integers, got {bad}")
-        return value
+        return keys
 
 
 class LimitsConfig(_Frozen):

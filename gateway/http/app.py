@@ -20,7 +20,7 @@ from gateway.http.errors import error_response
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import Proxy
 from gateway.upstream import HOP_BY_HOP, Headers
-from router import UnknownModel
+from router import UnknownModel, is_version
 
 log = logging.getLogger("servegate.http")
 
@@ -38,7 +38,9 @@ def parse_model_path(rest: str) -> tuple[str, str, str] | None:
     parts = rest.split("/")
     if not parts[0]:
         return None
-    if len(parts) >= 3 and parts[1] == "versions":
+    if len(parts) >= 2 and parts[1] == "versions":
+        if len(parts) < 3 or not parts[2]:
+            return None
         version, action = parts[2], "/".join(parts[3:])
     else:
         version, action = "", "/".join(parts[1:])
@@ -80,7 +82,7 @@ class GatewayApp:
         method = scope["method"]
         if method != _MODEL_ACTIONS[action]:
             raise MethodNotAllowed(_MODEL_ACTIONS[action])
-        if version and not version.isdigit():
+        if version and not is_version(version):
             raise BadRequest(f"failed to parse model version '{version}': expected an integer")
         try:
             route = self.proxy.route(model, version)

@@ -27,6 +27,7 @@ from gateway.upstream.base import HOP_BY_HOP, Headers, UpstreamResponse
 _HTTP11 = b" HTTP/1.1\r\nhost: "
 _CL = b"\r\ncontent-length: "
 _CRLF = b"\r\n"
+_COALESCE_MAX = 256 * 1024
 
 
 class _Connection(asyncio.Protocol):
@@ -34,7 +35,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_body", "_headers", "_parser", "_waiter", "closed", "endpoint", "keep_alive",
-        "received", "status", "transport",
+        "status", "transport",
     )
 
     def __init__(self, endpoint: str) -> None:
@@ -47,14 +48,12 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.closed = False
         self.keep_alive = True
-        self.received = False
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        self.received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -73,6 +72,8 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.status:  # chunked trailer fields are not response headers (RFC 9110 6.5.2)
+            return
         name = name.lower()
         if name not in HOP_BY_HOP:
             self._headers.append((name, value))
@@ -91,17 +92,21 @@ class _Connection(asyncio.Protocol):
         response = UpstreamResponse(self.status, self._headers, body)
         self._headers = []
         self._body = []
+        self.status = 0
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
         else:  # a response nobody asked for: the connection is out of sync
             self.abort()
 
     # -- used by the client ----------------------------------------------------------------
-    def send(self, data: list[bytes], waiter: asyncio.Future[UpstreamResponse]) -> None:
+    def send(self, data: bytes, waiter: asyncio.Future[UpstreamResponse]) -> None:
         assert self.transport is not None
         self._waiter = waiter
-        self.received = False
-        self.transport.writelines(data)
+        self.transport.write(data)
+
+    def send_more(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
 
     def _fail(self, error: UpstreamError) -> None:
         waiter = self._waiter
@@ -137,7 +142,14 @@ class NativeUpstream:
         head.append(_CRLF)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
-        conn.send([b"".join(head), body] if body else [b"".join(head)], waiter)
+        # One write, one syscall: copying a body is cheaper than a second send() for all but
+        # large tensors, which go as a second write.
+        if len(body) <= _COALESCE_MAX:
+            head.append(body)
+            conn.send(b"".join(head), waiter)
+        else:
+            conn.send(b"".join(head), waiter)
+            conn.send_more(body)
         timer = loop.call_later(read_timeout, _expire, waiter, conn, read_timeout)
         try:
             response = await waiter
