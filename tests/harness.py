@@ -193,6 +193,7 @@ class LoadDriver:
         self.ok = 0
         self.errors: list[tuple[float, float, str]] = []
         self.finished: list[tuple[float, float]] = []
+        self.in_flight: dict[int, float] = {}  # loop -> start of its current request
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="load")
 
@@ -210,6 +211,10 @@ class LoadDriver:
     def total(self) -> int:
         return self.ok + len(self.errors)
 
+    def all_started_after(self, t: float) -> bool:
+        """True once every request still in flight was sent after monotonic time ``t``."""
+        return all(start > t for start in list(self.in_flight.values()))
+
     def _run(self) -> None:
         import asyncio
 
@@ -224,11 +229,11 @@ class LoadDriver:
         client = aio.InferenceServerClient(self.target, conn_limit=self.concurrency * 2)
         data = np.ones((1, 64), dtype=np.float32)
 
-        async def loop() -> None:
+        async def loop(n: int) -> None:
             while not self._stop.is_set():
                 inp = aio.InferInput("DATA", [1, 64], "FP32")
                 inp.set_data_from_numpy(data, binary_data=True)
-                start = time.monotonic()
+                start = self.in_flight[n] = time.monotonic()
                 try:
                     res = await client.infer(self.model, [inp])
                     assert res.as_numpy("OUTPUT").shape == (1, 64)
@@ -237,8 +242,10 @@ class LoadDriver:
                 else:
                     self.ok += 1
                     self.finished.append((start, time.monotonic()))
+                finally:
+                    self.in_flight.pop(n, None)
 
         try:
-            await asyncio.gather(*(loop() for _ in range(self.concurrency)))
+            await asyncio.gather(*(loop(n) for n in range(self.concurrency)))
         finally:
             await client.close()

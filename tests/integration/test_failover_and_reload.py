@@ -90,6 +90,9 @@ def test_hot_reload_under_load_loses_nothing(
             gw.reload()
             wait_for(lambda: gw.metric("servegate_config_reloads_total", result="success") >= 1,
                      10, "reload applied")
+            applied_at = time.monotonic()
+            # Requests sent before the swap may still finish on the removed endpoint.
+            wait_for(lambda: load.all_started_after(applied_at), 10, "pre-reload requests done")
             before = served_by(second)
             ok_before = load.ok
             wait_for(lambda: load.ok > ok_before + 200, 20, "load after reload")
