@@ -124,9 +124,74 @@ class VersionRoute(_Frozen):
     pool: str
 
 
+class VariantConfig(_Frozen):
+    """One target of a split: a model (default: the split model) and/or version on a pool."""
+
+    weight: float = Field(ge=0)
+    model: str | None = None
+    version: str | None = None
+    pool: str | None = None  # default: the pool that serves model/version in this config
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and not is_version(value):
+            raise ValueError(f"version must be a positive integer, got {value!r}")
+        return value
+
+
+class ShadowConfig(_Frozen):
+    """Mirror ``percent`` of requests to ``variant``, off the client's path."""
+
+    variant: str
+    percent: float = Field(gt=0, le=100)
+    max_concurrency: int = Field(default=8, ge=1)
+
+
+class SplitConfig(_Frozen):
+    """Traffic split of one model name across variants (canary, A/B, shadow)."""
+
+    variants: dict[str, VariantConfig]
+    # The variant a rollout compares against and falls back to (default: the first one).
+    baseline: str | None = None
+    # Header (REST) / metadata key (gRPC) whose value keeps a caller on one variant.
+    sticky_header: str | None = None
+    # Header that forces a variant by name; an unknown name is a 400.
+    pin_header: str = "x-servegate-variant"
+    shadow: ShadowConfig | None = None
+
+    @field_validator("sticky_header", "pin_header")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _check(self) -> SplitConfig:
+        if not self.variants:
+            raise ValueError("a split needs at least one variant")
+        bad = [v for v in self.variants if not _MODEL_NAME.match(v)]
+        if bad:
+            raise ValueError(f"variant names may only use letters, digits, '.', '_', '-': {bad}")
+        for ref in (self.baseline, self.shadow.variant if self.shadow else None):
+            if ref is not None and ref not in self.variants:
+                raise ValueError(f"unknown variant {ref!r}; variants: {sorted(self.variants)}")
+        serving = [n for n, v in self.variants.items()
+                   if v.weight > 0 and not (self.shadow and n == self.shadow.variant)]
+        if not serving:
+            raise ValueError("at least one non-shadow variant needs a weight above 0")
+        return self
+
+    @property
+    def baseline_name(self) -> str:
+        return self.baseline or next(iter(self.variants))
+
+
 class ModelRouteConfig(_Frozen):
     pool: str
     versions: dict[str, VersionRoute] = Field(default_factory=dict)
+    split: SplitConfig | None = None
     timeouts: TimeoutOverride = TimeoutOverride()
     max_body_bytes: int | None = Field(default=None, gt=0)
 
@@ -171,7 +236,27 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
                 problems.append(
                     (f"models.{name}.versions.{ver}.pool", f"unknown pool {route.pool!r}")
                 )
+        if model.split is not None:
+            for vname, var in model.split.variants.items():
+                if var.pool is not None and var.pool not in cfg.pools:
+                    problems.append((f"models.{name}.split.variants.{vname}.pool",
+                                     f"unknown pool {var.pool!r}"))
+                elif var.pool is None and variant_pool(cfg, name, var) is None:
+                    problems.append((f"models.{name}.split.variants.{vname}",
+                                     f"no pool serves model {var.model!r}; set 'pool'"))
     return problems
+
+
+def variant_pool(cfg: Config, model: str, var: VariantConfig) -> str | None:
+    """The pool a variant's target is served from when the variant names none."""
+    if var.pool is not None:
+        return var.pool
+    target = cfg.models.get(var.model or model)
+    if target is None:
+        return None
+    if var.version is not None and var.version in target.versions:
+        return target.versions[var.version].pool
+    return target.pool
 
 
 def parse_config(data: object, source: str = "<config>") -> Config:

@@ -37,11 +37,11 @@ def table() -> RouteTable:
     ("model", "version", "route_version", "pool"),
     [
         ("plain", "", "", "cpu"),
-        ("plain", "1", "", "cpu"),  # no override for v1: the model's default route
+        ("plain", "1", "1", "cpu"),  # no override for v1: the default pool, version kept
         ("versioned", "", "", "cpu"),
         ("versioned", "2", "2", "gpu"),
         ("versioned", "3", "3", "cpu"),
-        ("versioned", "4", "", "cpu"),
+        ("versioned", "4", "4", "cpu"),
         ("read_override", "7", "7", "cpu"),
         ("big", "1", "1", "gpu"),
     ],
