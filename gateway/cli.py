@@ -1,4 +1,4 @@
-"""The ``servegate`` command: ``gateway``, ``demo`` and ``check-config``.
+"""The ``servegate`` command: ``gateway``, ``demo``, ``check-config`` and ``simulate``.
 
 Each subcommand builds its settings from the command line once and passes them in; nothing
 reads the environment at import time.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,19 +19,28 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="servegate", description="Inference gateway for Triton")
     sub = p.add_subparsers(dest="command", required=True)
 
-    gw = sub.add_parser("gateway", help="run the data plane (REST)")
+    gw = sub.add_parser("gateway", help="run the data plane (REST and gRPC)")
     gw.add_argument("--config", required=True, type=Path, help="servegate YAML config")
     gw.add_argument("--host", default="0.0.0.0")
     gw.add_argument("--http-port", type=int, default=8000)
     gw.add_argument("--grpc-port", type=int, default=8001,
-                    help="reserved for the gRPC front door (not served yet)")
+                    help="gRPC front door (inference.GRPCInferenceService); 0 turns it off")
     gw.add_argument("--watch", action="store_true", help="reload the config when the file changes")
+    gw.add_argument("--redis-url", default=None,
+                    help="share split weights and rollouts through Redis "
+                         "(default: $SERVEGATE_REDIS_URL; unset keeps them in memory)")
+    gw.add_argument("--replica-id", default="", help="this replica's name in the shared state")
+    gw.add_argument("--admin-token-file", type=Path, default=None,
+                    help="file holding the admin API token (default: $SERVEGATE_ADMIN_TOKEN; "
+                         "neither set disables the admin API)")
+    gw.add_argument("--traffic-tick-s", type=float, default=2.0,
+                    help="how often rollouts are judged")
     gw.add_argument("--log-level", default="info")
 
     demo = sub.add_parser("demo", help="local Triton servers + gateway, no Kubernetes needed")
     demo.add_argument("--http-port", type=int, default=8000)
     demo.add_argument("--grpc-port", type=int, default=8001,
-                      help="reserved for the gRPC front door (not served yet)")
+                      help="the gateway's gRPC front door")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--triton-instances", type=int, default=2,
                       help="Triton servers in the demo's main pool")
@@ -38,13 +48,34 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
+
+    from autoscaler.cli import add_subcommands  # the one place wiring both packages
+
+    add_subcommands(sub)
     return p
+
+
+def _admin_token(path: Path | None) -> str | None:
+    """The admin token from a file (e.g. a mounted Secret) or $SERVEGATE_ADMIN_TOKEN."""
+    if path is not None:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SystemExit(f"cannot read the admin token file {path}: {exc}") from exc
+        if not token:
+            raise SystemExit(f"the admin token file {path} is empty")
+        return token
+    return os.environ.get("SERVEGATE_ADMIN_TOKEN") or None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "simulate":
+        from autoscaler.cli import run as run_autoscaler_command
+
+        return run_autoscaler_command(args)
     try:
         if args.command == "gateway":
             from gateway.server import run
@@ -53,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             run(GatewaySettings(
                 config_path=args.config, watch=args.watch,
                 server=ServerSettings(host=args.host, http_port=args.http_port,
-                                      grpc_port=args.grpc_port, log_level=args.log_level)))
+                                      grpc_port=args.grpc_port, log_level=args.log_level),
+                redis_url=args.redis_url or os.environ.get("SERVEGATE_REDIS_URL") or None,
+                replica_id=args.replica_id, admin_token=_admin_token(args.admin_token_file),
+                traffic_tick_s=args.traffic_tick_s))
         elif args.command == "demo":
             from gateway.demo.runner import DemoSettings, run_demo
 

@@ -1,15 +1,22 @@
 """The gateway's exception tree. Third-party errors are translated into it at the adapter
-that calls the library (``raise ... from exc``); HTTP status codes are chosen in one place,
-:mod:`gateway.http.errors`.
+that calls the library (``raise ... from exc``); status codes are chosen in one place per
+protocol: :mod:`gateway.http.errors` (HTTP) and :mod:`gateway.grpc.errors` (gRPC).
 
     GatewayError
      ├── ClientError                  the request is wrong; nothing was sent upstream
      │    ├── BadRequest              400
+     │    ├── Unauthorized            401 (no credentials)
+     │    ├── Forbidden               403 (wrong credentials, or not allowed)
      │    ├── NotFound                404  (unknown route)
      │    ├── MethodNotAllowed        405
      │    └── PayloadTooLarge         413
      ├── Unsupported                  501 (e.g. model load/unload through the gateway)
      ├── Unavailable                  503 + Retry-After (no admitted endpoint in the pool)
+     ├── UpstreamStatus               gRPC: the endpoint answered with a non-OK status; passed
+     │                                through to the client as it came (code and details); not a
+     │                                transport failure, so it does not count against health
+     ├── StateStoreError              the shared state store (Redis) failed; callers keep
+     │                                serving with the last known state
      └── UpstreamError                the call to a Triton endpoint failed
           ├── UpstreamConnectError    could not connect: the request never left (retry-safe)
           ├── UpstreamTimeout         504: no complete response within the read deadline
@@ -30,6 +37,14 @@ class ClientError(GatewayError):
 
 
 class BadRequest(ClientError):
+    pass
+
+
+class Unauthorized(ClientError):
+    pass
+
+
+class Forbidden(ClientError):
     pass
 
 
@@ -57,6 +72,20 @@ class Unavailable(GatewayError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class UpstreamStatus(GatewayError):
+    """A gRPC status an endpoint answered with; ``code`` is the ``grpc.StatusCode`` name."""
+
+    def __init__(self, endpoint: str, code: str, details: str) -> None:
+        self.endpoint = endpoint
+        self.code = code
+        self.details = details
+        super().__init__(details)
+
+
+class StateStoreError(GatewayError):
+    pass
 
 
 class UpstreamError(GatewayError):

@@ -51,6 +51,29 @@ class GatewayMetrics:
         self.reloads = Counter(
             "servegate_config_reloads", "Config reload attempts", ["result"],
             registry=self.registry)
+        variant_labels = ("model", "variant")
+        self.variant_requests = Counter(
+            "servegate_variant_requests", "Requests per split variant, by status class",
+            [*variant_labels, "code_class"], registry=self.registry)
+        self.variant_latency = Histogram(
+            "servegate_variant_request_duration_seconds", "Latency per split variant",
+            variant_labels, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.shadow_requests = Counter(
+            "servegate_shadow_requests",
+            "Shadow mirrors by outcome: compared, status (non-200 on either side), dropped "
+            "(shadow saturated), error, unpaired (the primary failed)",
+            [*variant_labels, "result"], registry=self.registry)
+        self.shadow_agreement = Counter(
+            "servegate_shadow_comparisons", "Shadow vs primary output comparisons",
+            [*variant_labels, "agree"], registry=self.registry)
+        self.shadow_abs_error = Histogram(
+            "servegate_shadow_max_abs_error", "Max absolute output difference, shadow vs primary",
+            variant_labels, buckets=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0),
+            registry=self.registry)
+        self.shadow_latency_delta = Histogram(
+            "servegate_shadow_latency_delta_seconds", "Shadow latency minus primary latency",
+            variant_labels, buckets=(-1.0, -0.1, -0.01, -0.001, 0.0, 0.001, 0.01, 0.1, 1.0),
+            registry=self.registry)
         self.registry.register(_StateCollector(runtime, in_flight))
         self._children: dict[tuple[str, str, str], _Children] = {}
 
@@ -62,6 +85,11 @@ class GatewayMetrics:
             ch = self._children[key] = _Children(self.requests, self.latency, key)
         ch.by_class[min(max(status // 100, 1), 5) - 1].inc()
         ch.latency.observe(seconds)
+
+    def observe_variant(self, model: str, variant: str, status: int, seconds: float) -> None:
+        self.variant_requests.labels(model, variant, _CLASSES[min(max(status // 100, 1), 5) - 1]
+                                     ).inc()
+        self.variant_latency.labels(model, variant).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -90,6 +118,13 @@ class _StateCollector(Collector):
                 healthy.add_metric([pool.name, ep.address], 1.0 if ep.admitted else 0.0)
         yield outstanding
         yield healthy
+        weights = GaugeMetricFamily(
+            "servegate_split_weight", "Current weight of each split variant",
+            labels=["model", "variant"])
+        for model, split in sorted(self._runtime.state.table.splits().items()):
+            for v in split.variants:
+                weights.add_metric([model, v.name], v.weight)
+        yield weights
 
     def describe(self) -> Iterator[Any]:
         return iter(())

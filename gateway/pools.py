@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from router import (
     ADMITTED,
@@ -62,6 +63,11 @@ class Pool:
     name: str
     config: PoolConfig
     endpoints: list[Endpoint] = field(default_factory=list)
+
+    @cached_property
+    def grpc_endpoints(self) -> list[Endpoint]:
+        """The endpoints with a gRPC address: the only ones the gRPC front can use."""
+        return [e for e in self.endpoints if e.grpc]
 
     def admitted_count(self) -> int:
         return sum(1 for e in self.endpoints if e.admitted)

@@ -1,25 +1,29 @@
 """Route, pick, send: the protocol-neutral middle of the request path.
 
-Where it sits: the REST front (and later the gRPC front) has already read the model name and
-the body bytes; :meth:`Proxy.forward` looks the route up, picks an endpoint in the route's pool
-(power of two choices on outstanding requests), sends the bytes through the upstream client
-and returns the response unchanged. It retries on another endpoint only when the request
-provably never left (a connect failure); every transport failure is reported to the endpoint's
-health state, so repeated failures eject it.
+Where it sits: the REST and gRPC fronts have already read the model name and the body bytes;
+:meth:`Proxy.call` looks up the route's pool, picks an endpoint (power of two choices on
+outstanding requests), runs the front's ``send`` on it and returns its result unchanged;
+:meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
+when the request provably never left (a connect failure); every transport failure is reported
+to the endpoint's health state, so repeated failures eject it. A gRPC stream holds one endpoint
+for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed` directly.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from random import Random
+from typing import TypeVar
 
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
-from gateway.pools import Endpoint
+from gateway.pools import Endpoint, Pool
 from gateway.runtime import Runtime
 from gateway.upstream import Headers, Upstream, UpstreamResponse
 from router import NoEndpoint, Route, pick_endpoint
+
+T = TypeVar("T")
 
 
 class Proxy:
@@ -41,26 +45,34 @@ class Proxy:
     async def forward(
         self, route: Route, method: bytes, target: bytes, headers: Headers, body: bytes,
     ) -> tuple[UpstreamResponse, Endpoint]:
+        def send(ep: Endpoint) -> Awaitable[UpstreamResponse]:
+            return self.upstream.request(
+                ep.host, ep.port, method, target, headers, body,
+                route.timeouts.connect_s, route.timeouts.read_s)
+
         pool = self.runtime.state.pools[route.pool]
+        return await self.call(route, pool, pool.endpoints, send)
+
+    async def call(
+        self, route: Route, pool: Pool, endpoints: Sequence[Endpoint],
+        send: Callable[[Endpoint], Awaitable[T]],
+    ) -> tuple[T, Endpoint]:
+        """``send`` on an endpoint picked from ``endpoints`` (a subset of ``pool``'s).
+
+        ``send`` raises :class:`UpstreamError` for transport failures; a connect failure is
+        retried on another endpoint, any other error is raised as it came.
+        """
         model = route.model
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         tried: list[Endpoint] = []
         try:
             while True:
-                ep = pick_endpoint(pool.endpoints, self._rng, tried)
-                if ep is None:
-                    if tried:
-                        raise Unavailable(
-                            f"no endpoint of pool '{pool.name}' accepted a connection "
-                            f"({len(tried)} tried)")
-                    raise NoEndpoint(pool.name)
+                ep = self.pick(pool, endpoints, tried)
                 ep.outstanding += 1
                 try:
-                    response = await self.upstream.request(
-                        ep.host, ep.port, method, target, headers, body,
-                        route.timeouts.connect_s, route.timeouts.read_s)
+                    result = await send(ep)
                 except UpstreamError as exc:
-                    self._failed(ep, exc)
+                    self.failed(ep, exc)
                     if isinstance(exc, UpstreamConnectError):
                         tried.append(ep)  # never reached the backend: safe to try another
                         continue
@@ -68,11 +80,24 @@ class Proxy:
                 finally:
                     ep.outstanding -= 1
                 ep.succeeded()
-                return response, ep
+                return result, ep
         finally:
             self.in_flight[model] -= 1
 
-    def _failed(self, ep: Endpoint, exc: UpstreamError) -> None:
+    def pick(self, pool: Pool, endpoints: Sequence[Endpoint],
+             tried: Collection[Endpoint] = ()) -> Endpoint:
+        """An admitted endpoint not in ``tried``; :class:`NoEndpoint` or :class:`Unavailable`."""
+        ep = pick_endpoint(endpoints, self._rng, tried)
+        if ep is None:
+            if tried:
+                raise Unavailable(
+                    f"no endpoint of pool '{pool.name}' accepted a connection "
+                    f"({len(tried)} tried)")
+            raise NoEndpoint(pool.name)
+        return ep
+
+    def failed(self, ep: Endpoint, exc: UpstreamError) -> None:
+        """Report a transport failure to the endpoint's health and the error counter."""
         pool = self.runtime.state.pools.get(ep.pool)
         if pool is not None:
             ep.failed(self._clock(), pool.config.health, str(exc))

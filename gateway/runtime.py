@@ -23,19 +23,50 @@ class RoutingState:
     pools: dict[str, Pool]
     generation: int
 
+    def model_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """The repository index as the gateway sees it: every routed (model, version), READY
+        when its pool has an admitted endpoint, else UNAVAILABLE with a reason."""
+        models = []
+        for route in self.table.routes():
+            pool = self.pools[route.pool]
+            entry = {"name": route.model}
+            if route.version:
+                entry["version"] = route.version
+            if pool.admitted_count():
+                entry["state"] = "READY"
+            elif ready_only:
+                continue
+            else:
+                entry["state"] = "UNAVAILABLE"
+                entry["reason"] = f"no healthy endpoint in pool '{pool.name}'"
+            models.append(entry)
+        return models
+
 
 class Runtime:
     def __init__(self, config: Config) -> None:
+        # Split weights set at run time (admin API, rollouts, other replicas) override the
+        # config's, and survive config reloads for variants that still exist.
+        self.weights: dict[str, dict[str, float]] = {}
         self.state = RoutingState(config, RouteTable(config), build_pools(config.pools), 1)
 
     def apply(self, config: Config) -> RoutingState:
         """Swap in a new (already validated) config; in-flight requests keep the old snapshot."""
         old = self.state
         new = RoutingState(
-            config, RouteTable(config), build_pools(config.pools, old.pools.values()),
-            old.generation + 1,
+            config, RouteTable(config, self.weights),
+            build_pools(config.pools, old.pools.values()), old.generation + 1,
         )
         self.state = new
         log.info("config generation %d applied: %d pools, %d models", new.generation,
                  len(config.pools), len(config.models))
+        return new
+
+    def set_weights(self, weights: dict[str, dict[str, float]]) -> RoutingState:
+        """Swap in new split weights (model -> variant -> weight) over the same config."""
+        self.weights = weights
+        old = self.state
+        new = RoutingState(old.config, RouteTable(old.config, weights), old.pools,
+                           old.generation + 1)
+        self.state = new
         return new

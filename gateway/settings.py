@@ -13,7 +13,7 @@ from pathlib import Path
 class ServerSettings:
     host: str = "0.0.0.0"
     http_port: int = 8000
-    grpc_port: int = 8001
+    grpc_port: int = 8001  # 0: no gRPC front door
     log_level: str = "info"
     # Seconds uvicorn waits for in-flight requests on shutdown.
     graceful_shutdown_s: float = 30.0
@@ -26,3 +26,12 @@ class GatewaySettings:
     watch: bool = False
     watch_interval_s: float = 1.0
     probe_tick_s: float = 0.25
+    # Shared traffic state (split weights, rollouts) across replicas; None keeps it in memory.
+    redis_url: str | None = None
+    # This replica's name in the shared state (defaults to host:pid).
+    replica_id: str = ""
+    # The admin API's token; None disables the admin API (every call gets 403).
+    admin_token: str | None = None
+    # Rollout driver tick and shared-state resync period.
+    traffic_tick_s: float = 2.0
+    resync_s: float = 1.0

@@ -17,6 +17,7 @@ its :class:`router.table.RouteTable`. Errors name the file, the key path and the
         versions: {"2": {pool: gpu}}   # optional per-version pool override
         timeouts: {read_s: 5}          # optional per-model override
     limits: {max_body_bytes: 67108864}
+    autoscaling: {...}              # optional, read by the autoscaler: see router/autoscaling.py
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from router.autoscaling import AutoscalingConfig
 from router.errors import ConfigError
 
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -216,6 +218,7 @@ class Config(_Frozen):
     pools: dict[str, PoolConfig]
     models: dict[str, ModelRouteConfig]
     limits: LimitsConfig = LimitsConfig()
+    autoscaling: AutoscalingConfig | None = None  # read by the autoscaler only
 
     @field_validator("models")
     @classmethod
@@ -244,6 +247,9 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
                 elif var.pool is None and variant_pool(cfg, name, var) is None:
                     problems.append((f"models.{name}.split.variants.{vname}",
                                      f"no pool serves model {var.model!r}; set 'pool'"))
+    if cfg.autoscaling is not None:
+        problems += [(f"autoscaling.pools.{pool}", f"unknown pool {pool!r}")
+                     for pool in cfg.autoscaling.pools if pool not in cfg.pools]
     return problems
 
 

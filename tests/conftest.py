@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,18 +35,20 @@ def stop_all(procs: list[TritonProcess]) -> None:
         list(ex.map(lambda t: t.stop(), procs))
 
 
-def pool_config(tritons: list[TritonProcess], **pool_extra: object) -> dict[str, Any]:
+def pool_config(tritons: list[TritonProcess], *,
+                models: Sequence[str] = ("classifier", "identity", "embedder"),
+                **pool_extra: object) -> dict[str, Any]:
+    """One pool ``cpu`` of ``tritons`` serving ``models`` (embedder with a 4 KiB body limit)."""
+    routes: dict[str, dict[str, Any]] = {m: {"pool": "cpu"} for m in models}
+    if "embedder" in routes:
+        routes["embedder"]["max_body_bytes"] = 4096
     return {
         "pools": {"cpu": {
             "endpoints": [{"http": t.http, "grpc": t.grpc, "metrics": t.metrics} for t in tritons],
             "health": {"probe_interval_s": 0.5, "eject_after_failures": 2, "min_eject_s": 0.5},
             **pool_extra,
         }},
-        "models": {
-            "classifier": {"pool": "cpu"},
-            "identity": {"pool": "cpu"},
-            "embedder": {"pool": "cpu", "max_body_bytes": 4096},
-        },
+        "models": routes,
         "limits": {"max_body_bytes": 64 * 1024 * 1024},
     }
 

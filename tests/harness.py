@@ -52,10 +52,15 @@ class GatewayProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    grpc_port: int = 0
 
     @property
     def http(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -63,7 +68,7 @@ class GatewayProcess:
 
     def write_config(self, config: dict[str, Any]) -> None:
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(yaml.safe_dump(config))
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         os.replace(tmp, self.config_path)
 
     def reload(self) -> None:
@@ -101,15 +106,16 @@ class GatewayProcess:
 def start_gateway(config: dict[str, Any], workdir: Path, *args: str) -> GatewayProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "servegate.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    port = free_port()
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    port, grpc_port = free_port(), free_port()
     log_path = workdir / "gateway.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config_path),
-             "--host", "127.0.0.1", "--http-port", str(port), "--log-level", "info", *args],
+             "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
+             "--log-level", "info", *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    gw = GatewayProcess(config_path, port, proc, log_path)
+    gw = GatewayProcess(config_path, port, proc, log_path, grpc_port=grpc_port)
     try:
         wait_for(lambda: proc.poll() is not None or http_get(gw.url + "/v2/health/ready")[0] == 200,
                  30, "gateway ready")
@@ -184,9 +190,11 @@ class LoadDriver:
     ``(start, end, message)`` for each failure, so tests can say which failures happened when.
     """
 
-    def __init__(self, target: str, model: str = "identity", concurrency: int = 8) -> None:
+    def __init__(self, target: str, model: str = "identity", concurrency: int = 8,
+                 headers: dict[str, str] | None = None) -> None:
         import threading
 
+        self.headers = headers
         self.target = target
         self.model = model
         self.concurrency = concurrency
@@ -227,16 +235,20 @@ class LoadDriver:
         import tritonclient.http.aio as aio
 
         client = aio.InferenceServerClient(self.target, conn_limit=self.concurrency * 2)
-        data = np.ones((1, 64), dtype=np.float32)
+        # identity echoes DATA; classifier maps INPUT [1,16] to PROBS [1,4]
+        name, shape, out, out_shape = (("INPUT", [1, 16], "PROBS", (1, 4))
+                                       if self.model == "classifier"
+                                       else ("DATA", [1, 64], "OUTPUT", (1, 64)))
+        data = np.ones(shape, dtype=np.float32)
 
         async def loop(n: int) -> None:
             while not self._stop.is_set():
-                inp = aio.InferInput("DATA", [1, 64], "FP32")
+                inp = aio.InferInput(name, shape, "FP32")
                 inp.set_data_from_numpy(data, binary_data=True)
                 start = self.in_flight[n] = time.monotonic()
                 try:
-                    res = await client.infer(self.model, [inp])
-                    assert res.as_numpy("OUTPUT").shape == (1, 64)
+                    res = await client.infer(self.model, [inp], headers=self.headers)
+                    assert res.as_numpy(out).shape == out_shape
                 except Exception as exc:
                     self.errors.append((start, time.monotonic(), repr(exc)[:300]))
                 else:

@@ -88,6 +88,7 @@ def start_triton(
     timeout: float = 120.0,
     quiet: bool = True,
     attempts: int = 2,
+    extra_args: Sequence[str] = (),
 ) -> TritonProcess:
     """Start a worker and wait (with a deadline) until it prints its ready line.
 
@@ -97,7 +98,7 @@ def start_triton(
     """
     for attempt in range(attempts):
         try:
-            return _start_once(models, classifier_version, ports, timeout, quiet)
+            return _start_once(models, classifier_version, ports, timeout, quiet, extra_args)
         except RuntimeError as exc:
             if attempt == attempts - 1:
                 raise
@@ -107,13 +108,14 @@ def start_triton(
 
 def _start_once(
     models: Sequence[str], classifier_version: int, ports: tuple[int, int, int] | None,
-    timeout: float, quiet: bool,
+    timeout: float, quiet: bool, extra_args: Sequence[str] = (),
 ) -> TritonProcess:
     http, grpc, metrics = ports or (free_port(), free_port(), free_port())
     cmd = [
         sys.executable, "-m", "gateway.demo.triton_worker",
         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
         "--models", ",".join(models), "--classifier-version", str(classifier_version),
+        *extra_args,
     ]
     proc = subprocess.Popen(
         cmd, env=triton_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

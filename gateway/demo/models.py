@@ -4,12 +4,21 @@
   are seeded by the version, so version 2 is a different (retrained) classifier.
 - ``embedder``: BYTES text -> 64-dim L2-normalised FP32 embedding (hashed bag of words).
 - ``identity``: returns its FP32 input unchanged; used for large binary bodies.
+- ``streamer``: a decoupled model (gRPC streaming only): COUNT INT32 [1] -> COUNT responses,
+  the i-th with INDEX INT32 [1] = i, optionally DELAY_MS apart; COUNT < 0 is an error.
+- ``sleeper``: waits DELAY_MS INT32 [1] milliseconds, answers SLEPT_MS = DELAY_MS; for deadlines and
+  cancellation.
+
+``streamer`` and ``sleeper`` are not in the worker's default set (each model adds about 1.5 s to
+a worker's start); tests that need them ask for them by name.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +34,7 @@ class TensorSpec:
     name: str
     dtype: Any
     shape: tuple[int, ...]
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,7 +44,10 @@ class DemoModel:
     fn: Callable[..., dict[str, np.ndarray]]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    # 0: no batching; ``fn`` then takes PyTriton's list of requests instead of batched arrays
     max_batch_size: int = 64
+    # decoupled (any number of responses per request): ``fn`` is a generator of response lists
+    decoupled: bool = False
 
 
 def mlp_weights(version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -65,8 +78,23 @@ def embed(texts: list[bytes]) -> np.ndarray:
     return out / np.where(norms == 0, 1, norms)
 
 
-def _classifier(version: int) -> DemoModel:
+@dataclass(frozen=True)
+class Faults:
+    """Injected misbehaviour for tests and demos: a share of batches fail, every batch is slow."""
+
+    fail_rate: float = 0.0
+    delay_ms: float = 0.0
+
+
+def _classifier(version: int, faults: Faults = Faults()) -> DemoModel:
+    rng = random.Random(version)
+
     def fn(INPUT: np.ndarray) -> dict[str, np.ndarray]:
+        if faults.delay_ms:
+            time.sleep(faults.delay_ms / 1000)
+        if faults.fail_rate and rng.random() < faults.fail_rate:
+            raise RuntimeError(f"injected failure (classifier v{version}, "
+                               f"fail rate {faults.fail_rate:g})")
         probs = classify(INPUT, version)
         return {"PROBS": probs, "LABEL": probs.argmax(axis=-1).astype(np.int64)[:, None]}
 
@@ -99,11 +127,49 @@ def _identity() -> DemoModel:
     )
 
 
-def demo_models(names: list[str], classifier_version: int = 1) -> list[DemoModel]:
+def _streamer() -> DemoModel:
+    def fn(requests: list[Any]) -> Iterator[list[dict[str, np.ndarray]]]:
+        # Without batching Triton hands over one request per execution, so one count rules.
+        request = requests[0]
+        count = int(request["COUNT"].reshape(-1)[0])
+        delay = request.data.get("DELAY_MS")
+        delay_s = float(delay.reshape(-1)[0]) / 1000 if delay is not None else 0.0
+        if count < 0:
+            raise ValueError(f"COUNT must be >= 0, got {count}")
+        for i in range(count):
+            if delay_s and i:
+                time.sleep(delay_s)
+            yield [{"INDEX": np.array([i], dtype=np.int32)} for _ in requests]
+
+    return DemoModel(
+        "streamer", 1, fn,
+        (TensorSpec("COUNT", np.int32, (1,)),
+         TensorSpec("DELAY_MS", np.int32, (1,), optional=True)),
+        (TensorSpec("INDEX", np.int32, (1,)),),
+        max_batch_size=0, decoupled=True,
+    )
+
+
+def _sleeper() -> DemoModel:
+    def fn(DELAY_MS: np.ndarray) -> dict[str, np.ndarray]:
+        time.sleep(float(DELAY_MS.max()) / 1000)
+        return {"SLEPT_MS": DELAY_MS}
+
+    return DemoModel(
+        "sleeper", 1, fn,
+        (TensorSpec("DELAY_MS", np.int32, (1,)),),
+        (TensorSpec("SLEPT_MS", np.int32, (1,)),),
+    )
+
+
+def demo_models(names: list[str], classifier_version: int = 1,
+                faults: Faults = Faults()) -> list[DemoModel]:
     factories: dict[str, Callable[[], DemoModel]] = {
-        "classifier": lambda: _classifier(classifier_version),
+        "classifier": lambda: _classifier(classifier_version, faults),
         "embedder": _embedder,
         "identity": _identity,
+        "streamer": _streamer,
+        "sleeper": _sleeper,
     }
     unknown = [n for n in names if n not in factories]
     if unknown:

@@ -1,13 +1,17 @@
 """``servegate demo``: real Triton servers, the gateway in front, on one machine.
 
-Starts the demo pool (``--triton-instances`` Triton servers serving classifier v1, embedder
-and identity), a one-server ``canary`` pool serving classifier version 2 (routed by version),
-writes the routing config to a temporary directory, runs ``servegate gateway`` on it with
-``--watch`` and prints commands to paste. Ctrl-C (or SIGTERM) stops every process it started.
+Starts four Triton servers: the demo pool ``cpu`` (``--triton-instances`` servers with
+classifier v1, embedder and identity), a ``canary`` pool with classifier v2 and a ``shadow``
+pool with classifier v3. The config splits ``classifier`` 90/10 between v1 and v2, sticky on
+the ``x-user-id`` header, and mirrors 10% of its requests to v3, whose outputs are compared
+with the primary's. It writes the config and an admin token to a temporary directory, runs
+``servegate gateway`` on them with ``--watch`` and prints commands to paste. Ctrl-C (or
+SIGTERM) stops every process it started.
 """
 
 from __future__ import annotations
 
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,6 +23,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -34,17 +39,30 @@ class DemoSettings:
     log_level: str = "info"
 
 
-def demo_config(main: list[TritonProcess], canary: TritonProcess) -> dict[str, object]:
-    def endpoints(procs: list[TritonProcess]) -> list[dict[str, str]]:
-        return [{"http": p.http, "grpc": p.grpc, "metrics": p.metrics} for p in procs]
+def demo_config(main: list[TritonProcess], canary: TritonProcess,
+                shadow: TritonProcess) -> dict[str, Any]:
+    def pool(procs: list[TritonProcess]) -> dict[str, Any]:
+        return {"endpoints": [{"http": p.http, "grpc": p.grpc, "metrics": p.metrics}
+                              for p in procs],
+                "health": {"probe_interval_s": 1.0}}
 
     return {
-        "pools": {
-            "cpu": {"endpoints": endpoints(main), "health": {"probe_interval_s": 1.0}},
-            "canary": {"endpoints": endpoints([canary]), "health": {"probe_interval_s": 1.0}},
-        },
+        "pools": {"cpu": pool(main), "canary": pool([canary]), "shadow": pool([shadow])},
         "models": {
-            "classifier": {"pool": "cpu", "versions": {"2": {"pool": "canary"}}},
+            "classifier": {
+                "pool": "cpu",
+                "versions": {"2": {"pool": "canary"}, "3": {"pool": "shadow"}},
+                "split": {
+                    "baseline": "stable",
+                    "sticky_header": "x-user-id",
+                    "variants": {
+                        "stable": {"weight": 90, "version": 1},
+                        "canary": {"weight": 10, "version": 2},
+                        "shadow": {"weight": 0, "version": 3},
+                    },
+                    "shadow": {"variant": "shadow", "percent": 10},
+                },
+            },
             "embedder": {"pool": "cpu"},
             "identity": {"pool": "cpu"},
         },
@@ -66,19 +84,35 @@ def wait_ready(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = 
     raise RuntimeError(f"{url} not ready after {timeout:g}s")
 
 
-def _banner(s: DemoSettings, config_path: Path) -> str:
+def _banner(s: DemoSettings, config_path: Path, token_path: Path) -> str:
     base = f"http://{s.host}:{s.http_port}"
     body = ('{"inputs":[{"name":"INPUT","shape":[1,16],"datatype":"FP32",'
             '"data":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2,1.3,1.4,1.5,1.6]}]}')
+    admin = f'-H "Authorization: Bearer $(cat {token_path})"'
     return f"""
-servegate demo is up: gateway {base}  (config: {config_path}, reloaded on change)
+servegate demo is up: gateway {base}, gRPC {s.host}:{s.grpc_port}
+(config: {config_path}, reloaded on change)
 
   curl -s {base}/v2/health/ready -o /dev/null -w '%{{http_code}}\\n'
   curl -s -X POST {base}/v2/repository/index
-  curl -s {base}/v2/models/classifier/infer -d '{body}'
-  curl -s {base}/v2/models/classifier/versions/2/infer -d '{body}'   # the canary pool
-  curl -s {base}/v2/models/classifier/stats
-  curl -s {base}/metrics | grep servegate_
+  curl -s {base}/v2/models/classifier/versions/2/infer -d '{body}'   # one version, no split
+
+  # classifier is split 90/10 (v1 stable, v2 canary); the response header names the variant:
+  curl -si {base}/v2/models/classifier/infer -d '{body}' | grep -i x-servegate-variant
+  # sticky: the same x-user-id always gets the same variant
+  for i in 1 2 3; do curl -si -H 'x-user-id: alice' {base}/v2/models/classifier/infer \\
+      -d '{body}' | grep -i x-servegate-variant; done
+  # pin a variant for one call
+  curl -si -H 'x-servegate-variant: canary' {base}/v2/models/classifier/infer -d '{body}'
+  # 10% of classifier calls are mirrored to v3 and compared with the answer the client got:
+  curl -s {base}/metrics | grep -E 'servegate_(shadow|split|variant)'
+
+  # admin API (token in {token_path})
+  curl -s {admin} {base}/admin/routes
+  curl -s {admin} -X PUT {base}/admin/models/classifier/weights \\
+      -H 'content-type: application/json' -d '{{"weights": {{"stable": 50, "canary": 50}}}}'
+  curl -s {admin} -X POST {base}/admin/models/classifier/rollout \\
+      -H 'content-type: application/json' -d '{{"canary": "canary", "interval_s": 30}}'
 
   python - <<'PY'
 import numpy as np, tritonclient.http as http
@@ -91,8 +125,40 @@ t.set_data_from_numpy(np.array([[b"hello triton"]], dtype=object))
 print(c.infer("embedder", [t]).as_numpy("EMBEDDING")[0, :8])
 PY
 
+  python - <<'PY'   # gRPC: the same client library, tritonclient.grpc
+import numpy as np, tritonclient.grpc as grpc
+c = grpc.InferenceServerClient("{s.host}:{s.grpc_port}")
+x = grpc.InferInput("INPUT", [2, 16], "FP32")
+x.set_data_from_numpy(np.random.rand(2, 16).astype("float32"))
+print(c.infer("classifier", [x], compression_algorithm="gzip").as_numpy("PROBS"))
+PY
+
 Ctrl-C stops everything.
 """
+
+
+def _start_tritons(s: DemoSettings) -> list[TritonProcess]:
+    """Main pool first, then the canary (v2) and shadow (v3) servers; all or nothing."""
+    specs: list[tuple[tuple[str, ...], int]] = [
+        *[(("classifier", "embedder", "identity"), 1)] * s.triton_instances,
+        (("classifier",), 2), (("classifier",), 3)]
+    started: list[TritonProcess] = []
+    errors = []
+    with ThreadPoolExecutor(max_workers=len(specs)) as ex:
+        for f in [ex.submit(start_triton, models, version) for models, version in specs]:
+            try:
+                started.append(f.result())
+            except Exception as exc:  # keep collecting, to stop the others
+                errors.append(exc)
+    if errors:
+        _stop_all(started)
+        raise RuntimeError(f"{len(errors)} Triton server(s) failed to start: {errors[0]}")
+    return started
+
+
+def _stop_all(tritons: list[TritonProcess]) -> None:
+    with ThreadPoolExecutor(max_workers=max(1, len(tritons))) as ex:
+        list(ex.map(lambda t: t.stop(), tritons))
 
 
 def run_demo(s: DemoSettings) -> int:
@@ -102,27 +168,26 @@ def run_demo(s: DemoSettings) -> int:
     tritons: list[TritonProcess] = []
     gateway: subprocess.Popen[bytes] | None = None
     try:
-        print(f"starting {s.triton_instances + 1} Triton servers ...", flush=True)
-        with ThreadPoolExecutor(max_workers=s.triton_instances + 1) as ex:
-            main_f = [ex.submit(start_triton) for _ in range(s.triton_instances)]
-            canary_f = ex.submit(start_triton, ("classifier",), 2)
-            for f in [*main_f, canary_f]:
-                try:
-                    tritons.append(f.result())
-                except Exception as exc:  # keep going to stop the others
-                    print(exc, file=sys.stderr)
-            if len(tritons) != s.triton_instances + 1:
-                return 1
+        print(f"starting {s.triton_instances + 2} Triton servers ...", flush=True)
+        try:
+            tritons = _start_tritons(s)
+        except RuntimeError as exc:
+            print(exc, file=sys.stderr)
+            return 1
         workdir = Path(tempfile.mkdtemp(prefix="servegate-demo-"))
         config_path = workdir / "servegate.yaml"
-        config_path.write_text(yaml.safe_dump(demo_config(tritons[:-1], tritons[-1])))
+        config_path.write_text(yaml.safe_dump(
+            demo_config(tritons[:-2], tritons[-2], tritons[-1]), sort_keys=False))
+        token_path = workdir / "admin-token"
+        token_path.write_text(secrets.token_urlsafe(24) + "\n")
+        token_path.chmod(0o600)
         gateway = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config_path),
              "--host", s.host, "--http-port", str(s.http_port), "--grpc-port", str(s.grpc_port),
-             "--watch", "--log-level", s.log_level],
+             "--watch", "--log-level", s.log_level, "--admin-token-file", str(token_path)],
             start_new_session=True)
         wait_ready(f"http://{s.host}:{s.http_port}/v2/health/ready", 30, gateway)
-        print(_banner(s, config_path), flush=True)
+        print(_banner(s, config_path, token_path), flush=True)
         while not stop.wait(0.5):
             if gateway.poll() is not None:
                 print("gateway exited", file=sys.stderr)
@@ -136,5 +201,4 @@ def run_demo(s: DemoSettings) -> int:
                 gateway.wait(15)
             except subprocess.TimeoutExpired:
                 gateway.kill()
-        with ThreadPoolExecutor(max_workers=max(1, len(tritons))) as ex:
-            list(ex.map(lambda t: t.stop(), tritons))
+        _stop_all(tritons)

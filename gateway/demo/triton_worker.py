@@ -27,6 +27,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--metrics-port", type=int, required=True)
     p.add_argument("--models", default="classifier,embedder,identity")
     p.add_argument("--classifier-version", type=int, default=1)
+    p.add_argument("--classifier-fail-rate", type=float, default=0.0,
+                   help="share of classifier batches that raise (rollout demos and tests)")
+    p.add_argument("--classifier-delay-ms", type=float, default=0.0,
+                   help="sleep per classifier batch (a slow variant)")
     p.add_argument("--address", default="127.0.0.1")
     return p.parse_args(argv)
 
@@ -37,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
-    from gateway.demo.models import demo_models
+    from gateway.demo.models import Faults, demo_models
 
-    models = demo_models([m for m in args.models.split(",") if m], args.classifier_version)
+    faults = Faults(args.classifier_fail_rate, args.classifier_delay_ms)
+    models = demo_models([m for m in args.models.split(",") if m], args.classifier_version,
+                         faults)
     config = TritonConfig(
         http_address=args.address, http_port=args.http_port,
         grpc_address=args.address, grpc_port=args.grpc_port,
@@ -52,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[]))
     try:
         for m in models:
+            batched = m.max_batch_size > 0
             triton.bind(
-                model_name=m.name, model_version=m.version, infer_func=batch(m.fn),
-                inputs=[Tensor(name=t.name, dtype=t.dtype, shape=t.shape) for t in m.inputs],
+                model_name=m.name, model_version=m.version,
+                infer_func=batch(m.fn) if batched else m.fn,
+                inputs=[Tensor(name=t.name, dtype=t.dtype, shape=t.shape, optional=t.optional)
+                        for t in m.inputs],
                 outputs=[Tensor(name=t.name, dtype=t.dtype, shape=t.shape) for t in m.outputs],
                 config=ModelConfig(
-                    max_batch_size=m.max_batch_size,
+                    batching=batched, max_batch_size=max(m.max_batch_size, 1),
                     batcher=DynamicBatcher(max_queue_delay_microseconds=100),
+                    decoupled=m.decoupled,
                 ),
                 strict=False,
             )

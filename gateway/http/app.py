@@ -14,17 +14,20 @@ import time
 from typing import Any
 
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
-from gateway.http.asgi import ClientGone, Scope, read_body, respond
+from gateway.http.asgi import ClientGone, Scope, header, read_body, respond
 from gateway.http.control import Control
 from gateway.http.errors import error_response
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import Proxy
-from gateway.upstream import HOP_BY_HOP, Headers
-from router import UnknownModel, is_version
+from gateway.traffic import Decision, TrafficManager
+from gateway.upstream import HOP_BY_HOP, Headers, UpstreamResponse
+from router import Route, UnknownModel, is_version
 
 log = logging.getLogger("servegate.http")
 
 _PREFIX = "/v2/models/"
+# Names the variant that served a call to a split model (REST header, gRPC trailing metadata).
+VARIANT_HEADER = b"x-servegate-variant"
 _PREFIX_LEN = len(_PREFIX)
 # action -> the one method Triton accepts for it
 _MODEL_ACTIONS = {
@@ -49,11 +52,22 @@ def parse_model_path(rest: str) -> tuple[str, str, str] | None:
     return parts[0], version, action
 
 
+def model_path(model: str, version: str, action: str) -> bytes:
+    path = _PREFIX + model
+    if version:
+        path += "/versions/" + version
+    if action:
+        path += "/" + action
+    return path.encode()
+
+
 class GatewayApp:
-    def __init__(self, proxy: Proxy, metrics: GatewayMetrics, control: Control) -> None:
+    def __init__(self, proxy: Proxy, metrics: GatewayMetrics, control: Control,
+                 traffic: TrafficManager) -> None:
         self.proxy = proxy
         self.metrics = metrics
         self.control = control
+        self.traffic = traffic
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -91,6 +105,9 @@ class GatewayApp:
                 return
             body = await read_body(scope, receive, route.max_body_bytes)
             headers: Headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+            if route.split is not None:
+                await self._split_call(scope, send, route, action, headers, body, start)
+                return
             target = path.encode()
             if scope["query_string"]:
                 target += b"?" + scope["query_string"]
@@ -108,6 +125,61 @@ class GatewayApp:
         await respond(send, response.status, response.headers, response.body)
         self.metrics.observe(model, ep.address, "http", response.status,
                              time.perf_counter() - start)
+
+
+    async def _split_call(self, scope: Scope, send: Any, route: Route, action: str,
+                          headers: Headers, body: bytes, start: float) -> None:
+        """A call to a split model: the chosen variant answers, a shadow may get a copy."""
+        def get(name: str) -> str | None:
+            raw = header(scope, name.encode())
+            return raw.decode("latin-1") if raw is not None else None
+
+        if action in ("infer", "generate"):
+            decision = self.traffic.decide(route, get)
+        else:  # metadata, readiness, config: the baseline variant describes the model
+            split = route.split
+            assert split is not None
+            baseline = split.by_name[split.baseline]
+            decision = Decision(self.proxy.runtime.state.table.target(route, baseline),
+                                baseline.name, None)
+        target = decision.route
+        method = scope["method"].encode()
+        mirror = None
+        if decision.shadow is not None:
+            shadow_route, shadow = decision.shadow
+            shadow_path = model_path(shadow_route.model, shadow_route.version, action)
+
+            async def send_shadow() -> UpstreamResponse:
+                response, _ = await self.proxy.forward(shadow_route, method, shadow_path,
+                                                       headers, body)
+                return response
+
+            mirror = self.traffic.mirror.start(route.model, shadow.variant.name,
+                                               shadow.max_concurrency, send_shadow)
+        variant = decision.variant
+        try:
+            response, ep = await self.proxy.forward(
+                target, method, model_path(target.model, target.version, action), headers, body)
+        except Exception as exc:
+            if mirror is not None:
+                mirror.set_exception(exc)
+            elapsed = time.perf_counter() - start
+            self.traffic.stats.record(route.model, variant, False, elapsed)
+            status, err_headers, err_body = error_response(exc)
+            self.metrics.observe_variant(route.model, variant, status, elapsed)
+            self.metrics.observe(route.model, getattr(exc, "endpoint", ""), "http", status,
+                                 elapsed)
+            err_headers.append((VARIANT_HEADER, variant.encode()))
+            await respond(send, status, err_headers, err_body)
+            return
+        elapsed = time.perf_counter() - start
+        if mirror is not None:
+            mirror.set_result((response, elapsed))
+        response.headers.append((VARIANT_HEADER, variant.encode()))
+        await respond(send, response.status, response.headers, response.body)
+        self.traffic.stats.record(route.model, variant, response.status < 500, elapsed)
+        self.metrics.observe_variant(route.model, variant, response.status, elapsed)
+        self.metrics.observe(route.model, ep.address, "http", response.status, elapsed)
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

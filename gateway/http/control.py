@@ -9,13 +9,14 @@
 - ``GET /metrics``: Prometheus text format
 - ``POST /v2/repository/models/{m}/load|unload``: refused (501); model control belongs to the
   Triton pools, not to a gateway that fronts many of them
+- ``/admin/...``: the token-protected admin API (:mod:`gateway.admin`)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from gateway import __version__
@@ -48,6 +49,7 @@ class Control:
         self.upstream = upstream
         self.metrics = metrics
         self.is_ready = is_ready
+        self.admin: Callable[[Scope, Any, Any], Awaitable[None]] | None = None  # ASGI app
         self._routes: dict[str, tuple[str, Callable[[Scope, Any, Any], Any]]] = {
             "/v2/health/live": ("GET", self._live),
             "/v2/health/ready": ("GET", self._ready),
@@ -59,6 +61,9 @@ class Control:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope["path"]
+        if path.startswith("/admin/") and self.admin is not None:
+            await self.admin(scope, receive, send)
+            return
         entry = self._routes.get(path)
         if entry is None:
             if path.startswith("/v2/repository/models/") and path.endswith(("/load", "/unload")):

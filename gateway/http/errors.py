@@ -11,10 +11,12 @@ import logging
 
 from gateway.errors import (
     BadRequest,
+    Forbidden,
     GatewayError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     Unavailable,
     Unsupported,
     UpstreamBroken,
@@ -23,13 +25,17 @@ from gateway.errors import (
 )
 from gateway.upstream import Headers
 from router import NoEndpoint, UnknownModel
+from router.splits import UnknownVariant
 
 log = logging.getLogger("servegate.http")
 
 _STATUS: dict[type[BaseException], int] = {
     BadRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     UnknownModel: 404,
+    UnknownVariant: 400,
     MethodNotAllowed: 405,
     PayloadTooLarge: 413,
     Unavailable: 503,
@@ -57,6 +63,8 @@ def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
         headers.append((b"retry-after", str(exc.retry_after_s).encode()))
     elif status == 503:
         headers.append((b"retry-after", b"1"))
+    if isinstance(exc, Unauthorized):
+        headers.append((b"www-authenticate", b"Bearer"))
     if isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", exc.allowed.encode()))
     return status, headers, json.dumps({"error": message}).encode()

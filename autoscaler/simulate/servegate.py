@@ -1,0 +1,71 @@
+"""servegate's policy in the simulator: the simulator plays the collector, decide() decides.
+
+Where it sits: a :class:`~autoscaler.simulate.model.SimPolicy` wrapping the real, pure
+:func:`autoscaler.policy.decide` - the same function the control loop calls. Like the
+collector it records each second's gateway signals (in-flight, arrivals, queued) into
+:class:`~autoscaler.policy.window.Window` s and reads p99 over the last ``p99_window_s`` from
+the completed requests' latency histogram (fleet-wide, as the gateway histograms give it).
+
+:func:`sim_spec` derives the spec from the pool profile as an operator would from a load
+test: the arrival-rate target is 80% of a replica's full-batch throughput, in-flight targets a
+replica's concurrency (instances x max batch), queued requests target what a replica drains
+in 5 s, and the p99 SLO is the profile's.
+"""
+
+from __future__ import annotations
+
+from autoscaler.policy.decide import decide
+from autoscaler.policy.spec import NO_DATA, Observation, ScalerSpec, ScalerState, Targets
+from autoscaler.policy.window import Window
+from autoscaler.simulate.model import LatencyView, SecondStats
+from autoscaler.simulate.profile import PoolProfile
+
+RATE_UTILIZATION = 0.7
+QUEUE_DRAIN_S = 5.0
+EPOCH = 1_700_000_000.0  # the simulated clock's epoch (schedules would read wall time)
+
+
+def sim_spec(profile: PoolProfile) -> ScalerSpec:
+    mu = profile.max_rate
+    return ScalerSpec(
+        targets=Targets(rate_per_replica=RATE_UTILIZATION * mu,
+                        queue_per_replica=QUEUE_DRAIN_S * mu),
+        min_replicas=0, max_replicas=profile.max_replicas, p99_slo_s=profile.slo_p99_s)
+
+
+class ServegatePolicy:
+    name = "servegate"
+    interval_s = 1.0
+    wakes_on_arrival = True
+
+    def __init__(self, spec: ScalerSpec) -> None:
+        self.spec = spec
+        horizon = max(spec.stable_window_s, spec.panic_window_s)
+        self.concurrency = Window(horizon)
+        self.rate = Window(horizon)
+        self.queued = Window(horizon)
+        self.state = ScalerState()
+        self.reasons: list[tuple[float, str]] = []
+
+    def observe(self, stats: SecondStats) -> None:
+        self.concurrency.record(stats.t, stats.concurrency)
+        self.rate.record(stats.t, stats.arrivals)
+        self.queued.record(stats.t, stats.queued)
+
+    def observation(self, now: float, ready: int, current: int,
+                    latency: LatencyView) -> Observation:
+        s, p = self.spec.stable_window_s, self.spec.panic_window_s
+        p99 = latency.p99(now, self.spec.p99_window_s)
+        return Observation(
+            current_replicas=current, ready_replicas=ready,
+            concurrency=self.concurrency.windowed(now, s, p),
+            arrival_rate=self.rate.windowed(now, s, p),
+            queued=self.queued.windowed(now, s, p),
+            p99_s=NO_DATA if p99 is None else p99)
+
+    def decide(self, now: float, ready: int, current: int, latency: LatencyView) -> int:
+        obs = self.observation(now, ready, current, latency)
+        decision, self.state = decide(self.spec, obs, self.state, EPOCH + now)
+        if decision.desired != current:
+            self.reasons.append((now, decision.reason))
+        return decision.desired

@@ -1,0 +1,93 @@
+"""The one place where errors become gRPC statuses (``grpc.StatusCode`` and details).
+
+The code is found by walking the exception's MRO, as :mod:`gateway.http.errors` does for HTTP,
+so a new subclass inherits its parent's code until it is given its own. A status an endpoint
+answered with (:class:`~gateway.errors.UpstreamStatus`) passes through unchanged.
+
+    UnknownModel, NotFound                  NOT_FOUND
+    BadRequest (malformed message, ...)     INVALID_ARGUMENT
+    PayloadTooLarge                         RESOURCE_EXHAUSTED
+    Unsupported, MethodNotAllowed           UNIMPLEMENTED
+    NoEndpoint, Unavailable,
+    UpstreamConnectError, UpstreamBroken    UNAVAILABLE
+    UpstreamTimeout                         DEADLINE_EXCEEDED
+    UpstreamStatus                          the endpoint's own code and details
+    any other GatewayError                  INTERNAL
+    anything else                           INTERNAL "internal gateway error" (logged)
+
+:func:`http_status` gives the HTTP status a code corresponds to, for the metrics' status class.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    Unsupported,
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamStatus,
+    UpstreamTimeout,
+)
+from router import NoEndpoint, UnknownModel
+
+log = logging.getLogger("servegate.grpc")
+
+_CODE: dict[type[BaseException], grpc.StatusCode] = {
+    UnknownModel: grpc.StatusCode.NOT_FOUND,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
+    MethodNotAllowed: grpc.StatusCode.UNIMPLEMENTED,
+    NoEndpoint: grpc.StatusCode.UNAVAILABLE,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    UpstreamConnectError: grpc.StatusCode.UNAVAILABLE,
+    UpstreamBroken: grpc.StatusCode.UNAVAILABLE,
+    UpstreamTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    GatewayError: grpc.StatusCode.INTERNAL,
+}
+
+# grpc-gateway's mapping (google.rpc.Code -> HTTP), used for the status-class label only.
+_HTTP: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """``(code, details)`` for an error; unexpected exceptions become a logged INTERNAL."""
+    if isinstance(exc, UpstreamStatus):
+        return grpc.StatusCode.__members__.get(exc.code, grpc.StatusCode.UNKNOWN), exc.details
+    code = next((_CODE[c] for c in type(exc).__mro__ if c in _CODE), None)
+    if code is None:
+        log.exception("unhandled error", exc_info=exc)
+        return grpc.StatusCode.INTERNAL, "internal gateway error"
+    return code, str(exc)
+
+
+def http_status(code: grpc.StatusCode) -> int:
+    return _HTTP.get(code, 500)

@@ -1,0 +1,302 @@
+"""The gRPC front door: ``inference.GRPCInferenceService`` as Triton speaks it.
+
+Where it sits: first hop of the gRPC request path (grpc.aio server -> here -> proxy picks an
+endpoint -> :mod:`gateway.grpc.upstream` channel -> Triton). Model-scoped calls are registered
+as bytes in, bytes out (no deserializer): the model name and version are read from the raw
+message (:func:`gateway.grpc.wire.request_head`) and the same bytes are forwarded, so tensors
+are never parsed or re-encoded. The rest is answered by the gateway, like the REST control
+endpoints.
+
+    ServerLive, ServerReady, ServerMetadata   the gateway (ready: config loaded, not draining)
+    ModelInfer, ModelMetadata, ModelConfig    forwarded to one endpoint of the model's pool
+    ModelReady                                forwarded; false for a model the gateway does not
+                                              route or whose pool has no healthy endpoint
+    ModelStreamInfer                          relayed (:mod:`gateway.grpc.stream`)
+    ModelStatistics                           summed over the pool's endpoints (every pool's
+                                              when no model is named)
+    RepositoryIndex                           the routing table, as the REST index
+    RepositoryModelLoad / Unload              UNIMPLEMENTED: model control belongs to the pools
+    System/CudaSharedMemory*                  UNIMPLEMENTED: client memory cannot cross a gateway
+    TraceSetting, LogSettings                 UNIMPLEMENTED: per-server settings; set them on
+                                              the Triton servers
+
+Client metadata is forwarded upstream except reserved and connection-level keys; the text
+entries are also collected as a header dict for routing. The client's deadline bounds the
+upstream call (with the route's ``read_s`` as the ceiling); cancellation propagates.
+Statuses are chosen in :mod:`gateway.grpc.errors` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+
+import grpc
+from grpc.aio import ServicerContext as Context
+from tritonclient.grpc import service_pb2 as pb
+
+from gateway import __version__
+from gateway.errors import (
+    PayloadTooLarge,
+    Unavailable,
+    Unsupported,
+    UpstreamError,
+    UpstreamStatus,
+)
+from gateway.grpc.errors import grpc_status, http_status
+from gateway.grpc.stats import merge_statistics
+from gateway.grpc.stream import StreamRelay, first_error
+from gateway.grpc.upstream import SERVICE, GrpcChannels, Metadata
+from gateway.grpc.wire import request_head
+from gateway.http.control import EXTENSIONS
+from gateway.metrics import GatewayMetrics
+from gateway.pools import Endpoint, Pool
+from gateway.proxy import Proxy
+from router import NoEndpoint, Route, UnknownModel
+
+log = logging.getLogger("servegate.grpc")
+
+# Metadata that describes the connection or the gateway's own call, never the request.
+_NOT_FORWARDED = frozenset({"user-agent", "te", "content-type", "host", "connection"})
+_ALL_STATS_TIMEOUT_S = 5.0
+_SHARED_MEMORY = ("shared memory cannot cross a gateway: the client's memory regions are not "
+                  "visible to the Triton servers behind servegate; send tensors in the request")
+_UNIMPLEMENTED = {
+    "RepositoryModelLoad": "model load/unload is not available through servegate: "
+                           "manage models on the Triton pools",
+    "SystemSharedMemoryStatus": _SHARED_MEMORY,
+    "SystemSharedMemoryRegister": _SHARED_MEMORY,
+    "SystemSharedMemoryUnregister": _SHARED_MEMORY,
+    "CudaSharedMemoryStatus": _SHARED_MEMORY,
+    "CudaSharedMemoryRegister": _SHARED_MEMORY,
+    "CudaSharedMemoryUnregister": _SHARED_MEMORY,
+    "TraceSetting": "trace settings are per Triton server: set them on the servers of the "
+                    "pool, not through servegate",
+    "LogSettings": "log settings are per Triton server: set them on the servers of the pool, "
+                   "not through servegate",
+}
+_UNIMPLEMENTED["RepositoryModelUnload"] = _UNIMPLEMENTED["RepositoryModelLoad"]
+
+
+def client_metadata(context: Context) -> tuple[Metadata, dict[str, str]]:
+    """The metadata to forward upstream, and its text entries as headers for routing."""
+    forward = tuple(
+        (m.key, m.value) for m in context.invocation_metadata() or ()
+        if m.key not in _NOT_FORWARDED and not m.key.startswith(("grpc-", ":")))
+    headers = {k: v for k, v in forward if isinstance(v, str)}
+    return forward, headers
+
+
+def deadline(context: Context, ceiling: float) -> tuple[float, bool]:
+    """The upstream timeout and whether it is the client's deadline (below ``ceiling``)."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining >= ceiling:
+        return ceiling, False
+    return max(remaining, 0.0), True
+
+
+class GrpcFront:
+    def __init__(self, proxy: Proxy, channels: GrpcChannels, metrics: GatewayMetrics,
+                 is_ready: Callable[[], bool]) -> None:
+        self.proxy = proxy
+        self.channels = channels
+        self.metrics = metrics
+        self.is_ready = is_ready
+
+    # ---------------------------------------------------------------- registration
+
+    def rpc_handler(self) -> grpc.GenericRpcHandler:
+        def raw(fn: Callable[[bytes, Context], Awaitable[bytes]]) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(fn)
+
+        def typed(fn: Callable[[Any, Context], Awaitable[Any]],
+                  request: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                fn, request_deserializer=request.FromString,
+                response_serializer=lambda m: m.SerializeToString())
+
+        handlers = {
+            "ServerLive": typed(self.server_live, pb.ServerLiveRequest),
+            "ServerReady": typed(self.server_ready, pb.ServerReadyRequest),
+            "ServerMetadata": typed(self.server_metadata, pb.ServerMetadataRequest),
+            "RepositoryIndex": typed(self.repository_index, pb.RepositoryIndexRequest),
+            "ModelReady": raw(self.model_ready),
+            "ModelMetadata": raw(self.model_metadata),
+            "ModelConfig": raw(self.model_config),
+            "ModelStatistics": raw(self.model_statistics),
+            "ModelInfer": raw(self.model_infer),
+            "ModelStreamInfer": grpc.stream_stream_rpc_method_handler(self.model_stream_infer),
+            **{name: raw(_refuse(message)) for name, message in _UNIMPLEMENTED.items()},
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+    # ---------------------------------------------------------------- answered here
+
+    async def server_live(self, request: pb.ServerLiveRequest,
+                          context: Context) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, request: pb.ServerReadyRequest,
+                           context: Context) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.is_ready())
+
+    async def server_metadata(self, request: pb.ServerMetadataRequest,
+                              context: Context) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name="servegate", version=__version__, extensions=EXTENSIONS)
+
+    async def repository_index(self, request: pb.RepositoryIndexRequest,
+                               context: Context) -> pb.RepositoryIndexResponse:
+        entries = self.proxy.runtime.state.model_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[
+            pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries])
+
+    # ---------------------------------------------------------------- forwarded
+
+    async def model_infer(self, request: bytes, context: Context) -> bytes:
+        return await self._forward("ModelInfer", request, context)
+
+    async def model_metadata(self, request: bytes, context: Context) -> bytes:
+        return await self._forward("ModelMetadata", request, context)
+
+    async def model_config(self, request: bytes, context: Context) -> bytes:
+        return await self._forward("ModelConfig", request, context)
+
+    async def model_ready(self, request: bytes, context: Context) -> bytes:
+        return await self._forward("ModelReady", request, context, not_ready=b"")
+
+    async def _forward(self, method: str, request: bytes, context: Context,
+                       not_ready: bytes | None = None) -> bytes:
+        """Route by the message's model name and version; send its bytes to one endpoint.
+
+        ``not_ready``: the answer when the model is not routed or has no healthy endpoint
+        (ModelReady's ``ready=false``, which serializes to no bytes) instead of an error.
+        """
+        start = time.perf_counter()
+        model = ""
+        picked: Endpoint | None = None
+        try:
+            model, version, _ = request_head(request)
+            metadata, headers = client_metadata(context)
+            route = self.route(model, version, headers)
+            if len(request) > route.max_body_bytes:
+                raise PayloadTooLarge(route.max_body_bytes)
+            timeout, clients = deadline(context, route.timeouts.read_s)
+
+            def send(ep: Endpoint) -> Awaitable[bytes]:
+                nonlocal picked
+                picked = ep
+                assert ep.grpc is not None
+                return self.channels.get(ep.grpc).unary(
+                    method, request, metadata, timeout, clients)
+
+            pool = self.proxy.runtime.state.pools[route.pool]
+            response, ep = await self.proxy.call(route, pool, _grpc_endpoints(pool), send)
+        except Exception as exc:
+            if not_ready is not None and isinstance(exc, UnknownModel | NoEndpoint | Unavailable):
+                return not_ready
+            code, details = grpc_status(exc)
+            label = "<unknown>" if isinstance(exc, UnknownModel) else model
+            self.metrics.observe(label, picked.address if picked else "", "grpc",
+                                 http_status(code), time.perf_counter() - start)
+            await _abort(context, code, details)
+        self.metrics.observe(model, ep.address, "grpc", 200, time.perf_counter() - start)
+        return response
+
+    def route(self, model: str, version: str, headers: dict[str, str]) -> Route:
+        """The route for a call. ``headers`` (the client's text metadata) are for choosing a
+        split variant; splits are not applied to gRPC yet, so a split model is served by its
+        own pool."""
+        return self.proxy.route(model, version)
+
+    async def model_statistics(self, request: bytes, context: Context) -> bytes:
+        try:
+            model, version, _ = request_head(request)
+            metadata, headers = client_metadata(context)
+            state = self.proxy.runtime.state
+            if model:
+                route = self.route(model, version, headers)
+                pools: Sequence[Pool] = [state.pools[route.pool]]
+                ceiling = route.timeouts.read_s
+            else:
+                pools, ceiling = list(state.pools.values()), _ALL_STATS_TIMEOUT_S
+            unique = {e.grpc: e for p in pools for e in p.grpc_endpoints if e.admitted}
+            if not unique:
+                raise Unavailable("no healthy endpoint with a gRPC address to read "
+                                  "statistics from")
+            timeout, clients = deadline(context, ceiling)
+            results = await asyncio.gather(
+                *(self.channels.get(address).unary(
+                    "ModelStatistics", request, metadata, timeout, clients)
+                  for address in unique if address is not None),
+                return_exceptions=True)
+            return _merge_statistics(results).SerializeToString()
+        except Exception as exc:
+            await _abort(context, *grpc_status(exc))
+
+    # ---------------------------------------------------------------- streaming
+
+    async def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> None:
+        metadata, headers = client_metadata(context)
+        relay = StreamRelay(self, context, metadata, headers)
+        try:
+            await relay.run(requests)
+        except Exception as exc:  # ExceptionGroup included; cancellation passes through
+            await _abort(context, *grpc_status(first_error(exc)))
+
+
+def _grpc_endpoints(pool: Pool) -> list[Endpoint]:
+    endpoints = pool.grpc_endpoints
+    if not endpoints:
+        raise Unavailable(f"no endpoint of pool '{pool.name}' has a gRPC address "
+                          "(endpoints[].grpc in the config)")
+    return endpoints
+
+
+def _merge_statistics(results: Sequence[bytes | BaseException]) -> pb.ModelStatisticsResponse:
+    """Merge the answers; if none succeeded, raise the first status an endpoint answered."""
+    docs = []
+    first_status: UpstreamStatus | None = None
+    for result in results:
+        if isinstance(result, UpstreamStatus):
+            first_status = first_status or result
+        elif isinstance(result, UpstreamError):
+            continue
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            docs.append(pb.ModelStatisticsResponse.FromString(result))
+    if not docs:
+        raise first_status or Unavailable("no endpoint answered the statistics call")
+    return merge_statistics(docs)
+
+
+async def _abort(context: Context, code: grpc.StatusCode, details: str) -> NoReturn:
+    await context.abort(code, details)
+    raise AssertionError("context.abort returned")  # it raises
+
+
+def _refuse(message: str) -> Callable[[bytes, Context], Awaitable[bytes]]:
+    async def handler(request: bytes, context: Context) -> bytes:
+        await _abort(context, *grpc_status(Unsupported(message)))
+
+    return handler
+
+
+def build_server(front: GrpcFront, max_message_bytes: int) -> grpc.aio.Server:
+    """A grpc.aio server carrying ``front``; the caller binds a port, starts and stops it.
+
+    ``max_message_bytes`` caps what grpc accepts before a handler sees it (the routes' own
+    ``max_body_bytes`` are checked per call, with a clearer message). ``so_reuseport`` is off
+    so that a port already in use is an error, not a silently shared listener.
+    """
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.so_reuseport", 0),
+    ])
+    server.add_generic_rpc_handlers((front.rpc_handler(),))
+    return server

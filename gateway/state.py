@@ -1,0 +1,176 @@
+"""Shared traffic state: split weights, rollouts and per-variant statistics across replicas.
+
+Where it sits: behind :class:`gateway.traffic.TrafficManager`. Without Redis,
+:class:`MemoryStore` keeps everything in the process. With ``redis_url``,
+:class:`RedisStore` keeps weights and rollouts in Redis hashes, announces every change on a
+pub/sub channel (replicas apply it at once and also resync periodically), lets one replica
+lead rollouts with an expiring lock, and collects each replica's variant statistics under a
+TTL so the leader judges the whole fleet. Redis errors become :class:`StateStoreError`; the
+manager keeps serving with the last state it knew.
+
+Keys (``prefix`` defaults to ``servegate:``): ``weights`` and ``rollouts`` (hash: model ->
+JSON), ``events`` (channel), ``leader:<name>`` (string with PX expiry), ``vstats:<replica>``
+(string with expiry: JSON of that replica's cumulative variant counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.errors import StateStoreError
+
+log = logging.getLogger("servegate.state")
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class Snapshot:
+    weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    rollouts: dict[str, Doc] = field(default_factory=dict)
+
+
+class StateStore(Protocol):
+    async def load(self) -> Snapshot: ...
+    async def save_weights(self, model: str, weights: dict[str, float] | None) -> None: ...
+    async def save_rollout(self, model: str, doc: Doc | None) -> None: ...
+    def changes(self) -> AsyncIterator[None]: ...
+    async def try_lead(self, name: str, ttl_s: float) -> bool: ...
+    async def publish_stats(self, doc: Doc, ttl_s: float) -> None: ...
+    async def fleet_stats(self) -> list[Doc]: ...
+    async def aclose(self) -> None: ...
+
+
+class MemoryStore:
+    """One process: state lives here; this replica always leads."""
+
+    def __init__(self) -> None:
+        self._snapshot = Snapshot()
+        self._stats: Doc = {}
+
+    async def load(self) -> Snapshot:
+        return Snapshot(dict(self._snapshot.weights), dict(self._snapshot.rollouts))
+
+    async def save_weights(self, model: str, weights: dict[str, float] | None) -> None:
+        _put(self._snapshot.weights, model, weights)
+
+    async def save_rollout(self, model: str, doc: Doc | None) -> None:
+        _put(self._snapshot.rollouts, model, doc)
+
+    async def changes(self) -> AsyncIterator[None]:
+        await asyncio.Event().wait()  # nobody else changes in-process state
+        yield
+
+    async def try_lead(self, name: str, ttl_s: float) -> bool:
+        return True
+
+    async def publish_stats(self, doc: Doc, ttl_s: float) -> None:
+        self._stats = doc
+
+    async def fleet_stats(self) -> list[Doc]:
+        return [self._stats] if self._stats else []
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _put(target: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        target.pop(key, None)
+    else:
+        target[key] = value
+
+
+@contextlib.asynccontextmanager
+async def _redis_errors(what: str) -> AsyncIterator[None]:
+    import redis.exceptions
+
+    try:
+        yield
+    except (redis.exceptions.RedisError, OSError) as exc:
+        raise StateStoreError(f"redis {what}: {exc}") from exc
+
+
+class RedisStore:
+    def __init__(self, url: str, replica_id: str, prefix: str = "servegate:",
+                 socket_timeout_s: float = 1.0) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(
+            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
+            decode_responses=True)
+        self.replica_id = replica_id
+        self.prefix = prefix
+
+    def _k(self, name: str) -> str:
+        return self.prefix + name
+
+    async def load(self) -> Snapshot:
+        async with _redis_errors("load"):
+            weights = await self._redis.hgetall(self._k("weights"))
+            rollouts = await self._redis.hgetall(self._k("rollouts"))
+        return Snapshot({m: json.loads(v) for m, v in weights.items()},
+                        {m: json.loads(v) for m, v in rollouts.items()})
+
+    async def _save(self, key: str, model: str, value: Any) -> None:
+        async with _redis_errors(f"save {key}"):
+            if value is None:
+                await self._redis.hdel(self._k(key), model)
+            else:
+                await self._redis.hset(self._k(key), model, json.dumps(value))
+            await self._redis.publish(self._k("events"), f"{key}:{model}:{self.replica_id}")
+
+    async def save_weights(self, model: str, weights: dict[str, float] | None) -> None:
+        await self._save("weights", model, weights)
+
+    async def save_rollout(self, model: str, doc: Doc | None) -> None:
+        await self._save("rollouts", model, doc)
+
+    async def changes(self) -> AsyncIterator[None]:
+        """Yields once per change announced by any replica; raises StateStoreError on loss."""
+        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with _redis_errors("subscribe"):
+                await pubsub.subscribe(self._k("events"))
+            while True:
+                async with _redis_errors("listen"):
+                    message = await pubsub.get_message(timeout=1.0)
+                if message is not None:
+                    yield None
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def try_lead(self, name: str, ttl_s: float) -> bool:
+        """Take or renew the expiring leader lock ``name``; True while this replica holds it."""
+        key, ttl_ms = self._k(f"leader:{name}"), int(ttl_s * 1000)
+        async with _redis_errors("leader lock"):
+            if await self._redis.set(key, self.replica_id, nx=True, px=ttl_ms):
+                return True
+            # Renew only our own lock (compare-and-expire in one script).
+            renewed = await self._redis.eval(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then "
+                "return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end",
+                1, key, self.replica_id, ttl_ms)
+        return bool(renewed)
+
+    async def publish_stats(self, doc: Doc, ttl_s: float) -> None:
+        async with _redis_errors("publish stats"):
+            await self._redis.set(self._k(f"vstats:{self.replica_id}"), json.dumps(doc),
+                                  px=int(ttl_s * 1000))
+
+    async def fleet_stats(self) -> list[Doc]:
+        async with _redis_errors("fleet stats"):
+            keys = [k async for k in self._redis.scan_iter(match=self._k("vstats:*"))]
+            values = await self._redis.mget(keys) if keys else []
+        return [json.loads(v) for v in values if v]
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
