@@ -60,7 +60,8 @@ class Gateway:
         self.app = GatewayApp(self.proxy, self.metrics, self.control, self.traffic)
         self.prober = Prober(self.runtime, self.upstream, tick_s=probe_tick_s)
         self.grpc_channels = GrpcChannels()
-        self.grpc = GrpcFront(self.proxy, self.grpc_channels, self.metrics, lambda: self.ready)
+        self.grpc = GrpcFront(self.proxy, self.grpc_channels, self.metrics, lambda: self.ready,
+                              self.traffic)
 
     def apply(self, config: Config) -> None:
         self.runtime.apply(config)

@@ -26,10 +26,12 @@ import grpc
 
 from gateway.errors import (
     BadRequest,
+    Forbidden,
     GatewayError,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     Unavailable,
     Unsupported,
     UpstreamBroken,
@@ -38,11 +40,15 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from router import NoEndpoint, UnknownModel
+from router.splits import UnknownVariant
 
 log = logging.getLogger("servegate.grpc")
 
 _CODE: dict[type[BaseException], grpc.StatusCode] = {
     UnknownModel: grpc.StatusCode.NOT_FOUND,
+    UnknownVariant: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
+    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
     NotFound: grpc.StatusCode.NOT_FOUND,
     BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -50,11 +50,13 @@ from gateway.grpc.errors import grpc_status, http_status
 from gateway.grpc.stats import merge_statistics
 from gateway.grpc.stream import StreamRelay, first_error
 from gateway.grpc.upstream import SERVICE, GrpcChannels, Metadata
-from gateway.grpc.wire import request_head
+from gateway.grpc.wire import request_head, retarget
+from gateway.http.app import VARIANT_HEADER
 from gateway.http.control import EXTENSIONS
 from gateway.metrics import GatewayMetrics
 from gateway.pools import Endpoint, Pool
 from gateway.proxy import Proxy
+from gateway.traffic import TrafficManager
 from router import NoEndpoint, Route, UnknownModel
 
 log = logging.getLogger("servegate.grpc")
@@ -100,11 +102,12 @@ def deadline(context: Context, ceiling: float) -> tuple[float, bool]:
 
 class GrpcFront:
     def __init__(self, proxy: Proxy, channels: GrpcChannels, metrics: GatewayMetrics,
-                 is_ready: Callable[[], bool]) -> None:
+                 is_ready: Callable[[], bool], traffic: TrafficManager | None = None) -> None:
         self.proxy = proxy
         self.channels = channels
         self.metrics = metrics
         self.is_ready = is_ready
+        self.traffic = traffic  # split decisions; None: splits are not applied
 
     # ---------------------------------------------------------------- registration
 
@@ -177,6 +180,7 @@ class GrpcFront:
         """
         start = time.perf_counter()
         model = ""
+        variant = ""
         picked: Endpoint | None = None
         try:
             model, version, _ = request_head(request)
@@ -184,6 +188,10 @@ class GrpcFront:
             route = self.route(model, version, headers)
             if len(request) > route.max_body_bytes:
                 raise PayloadTooLarge(route.max_body_bytes)
+            if route.split is not None:
+                route, variant = self._variant(route, method, headers)
+                request = retarget(request, route.model, route.version)
+                context.set_trailing_metadata(((VARIANT_HEADER.decode(), variant),))
             timeout, clients = deadline(context, route.timeouts.read_s)
 
             def send(ep: Endpoint) -> Awaitable[bytes]:
@@ -200,16 +208,34 @@ class GrpcFront:
                 return not_ready
             code, details = grpc_status(exc)
             label = "<unknown>" if isinstance(exc, UnknownModel) else model
+            elapsed = time.perf_counter() - start
             self.metrics.observe(label, picked.address if picked else "", "grpc",
-                                 http_status(code), time.perf_counter() - start)
+                                 http_status(code), elapsed)
+            if variant and self.traffic is not None:
+                self.traffic.stats.record(model, variant, False, elapsed)
+                self.metrics.observe_variant(model, variant, http_status(code), elapsed)
             await _abort(context, code, details)
-        self.metrics.observe(model, ep.address, "grpc", 200, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        self.metrics.observe(model, ep.address, "grpc", 200, elapsed)
+        if variant and self.traffic is not None:
+            self.traffic.stats.record(model, variant, True, elapsed)
+            self.metrics.observe_variant(model, variant, 200, elapsed)
         return response
 
+    def _variant(self, route: Route, method: str, headers: dict[str, str]) -> tuple[Route, str]:
+        """The split variant serving this call: chosen for ModelInfer (pin, sticky key or
+        weighted draw, as on REST), the baseline for metadata, config and readiness. Shadow
+        mirroring is applied on REST only (its output diffing decodes REST responses)."""
+        split = route.split
+        assert split is not None
+        if method == "ModelInfer" and self.traffic is not None:
+            decision = self.traffic.decide(route, headers.get)
+            return decision.route, decision.variant
+        baseline = split.by_name[split.baseline]
+        return self.proxy.runtime.state.table.target(route, baseline), baseline.name
+
     def route(self, model: str, version: str, headers: dict[str, str]) -> Route:
-        """The route for a call. ``headers`` (the client's text metadata) are for choosing a
-        split variant; splits are not applied to gRPC yet, so a split model is served by its
-        own pool."""
+        """The route for a call (a split model's route still has to pick its variant)."""
         return self.proxy.route(model, version)
 
     async def model_statistics(self, request: bytes, context: Context) -> bytes:

@@ -79,3 +79,20 @@ def request_head(raw: bytes) -> tuple[str, str, str]:
         return found[1].decode(), found[2].decode(), found[3].decode()
     except UnicodeDecodeError:
         raise MalformedMessage("a string field is not valid UTF-8") from None
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def retarget(raw: bytes, model: str, version: str) -> bytes:
+    """The same request addressed to ``model``/``version``: fields 1 and 2 are appended, and
+    the last occurrence of a field wins, so nothing else in the message is touched."""
+    name, ver = model.encode(), version.encode()
+    return b"".join((raw, b"\x0a", _encode_varint(len(name)), name,
+                     b"\x12", _encode_varint(len(ver)), ver))

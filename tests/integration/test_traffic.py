@@ -49,16 +49,17 @@ def variants() -> Iterator[dict[str, TritonProcess]]:
 def split_config(stable: list[TritonProcess], canary: TritonProcess, *,
                  canary_weight: float = 10, shadow: dict[str, Any] | None = None,
                  shadow_target: TritonProcess | None = None) -> dict[str, Any]:
-    pools: dict[str, Any] = {
-        "cpu": {"endpoints": [t.http for t in stable]},
-        "canary": {"endpoints": [canary.http]},
-    }
+    def eps(procs: list[TritonProcess]) -> list[dict[str, str]]:
+        return [{"http": t.http, "grpc": t.grpc} for t in procs]
+
+    pools: dict[str, Any] = {"cpu": {"endpoints": eps(stable)},
+                             "canary": {"endpoints": eps([canary])}}
     variants_cfg: dict[str, Any] = {"stable": {"weight": 100 - canary_weight},
                                     "canary": {"weight": canary_weight, "pool": "canary"}}
     split: dict[str, Any] = {"variants": variants_cfg, "sticky_header": "x-user-id",
                              "baseline": "stable"}
     if shadow_target is not None:
-        pools["shadow"] = {"endpoints": [shadow_target.http]}
+        pools["shadow"] = {"endpoints": eps([shadow_target])}
         variants_cfg["mirror"] = {"weight": 0, "pool": "shadow"}
         split["shadow"] = {"variant": "mirror", **(shadow or {"percent": 100})}
     return {"pools": pools, "models": {"classifier": {"pool": "cpu", "split": split}}}
@@ -272,3 +273,31 @@ def test_two_gateways_share_weights_through_redis(
     finally:
         a.stop()
         b.stop()
+
+
+def test_grpc_calls_are_split_and_name_their_variant(split_gw: GatewayProcess) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    request = pb.ModelInferRequest(model_name="classifier")
+    tensor = request.inputs.add(name="INPUT", datatype="FP32", shape=[1, 16])
+    del tensor
+    request.raw_input_contents.append(np.full((1, 16), 0.5, np.float32).tobytes())
+    with grpc.insecure_channel(split_gw.grpc) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        response, call = stub.ModelInfer.with_call(
+            request, metadata=(("x-servegate-variant", "canary"),), timeout=10)
+        assert response.model_version == "2"
+        assert dict(call.trailing_metadata())["x-servegate-variant"] == "canary"
+        seen = Counter()
+        for _ in range(100):
+            response, call = stub.ModelInfer.with_call(request, timeout=10)
+            variant = dict(call.trailing_metadata())["x-servegate-variant"]
+            assert response.model_version == ("2" if variant == "canary" else "1")
+            seen[variant] += 1
+        assert seen["stable"] > seen["canary"] > 0 or seen["stable"] == 100
+        with pytest.raises(grpc.RpcError) as err:
+            stub.ModelInfer(request, metadata=(("x-servegate-variant", "blue"),), timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "unknown variant 'blue'" in (err.value.details() or "")

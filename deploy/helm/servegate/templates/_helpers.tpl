@@ -1,0 +1,207 @@
+{{/* Names: the release's full name, truncated so that "<fullname>-triton-<pool>" fits 63. */}}
+{{- define "servegate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 30 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "servegate.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 30 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 30 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 30 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "servegate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "servegate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "servegate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "servegate.labels" -}}
+helm.sh/chart: {{ include "servegate.chart" . }}
+{{ include "servegate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: servegate
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "servegate.gateway.selectorLabels" -}}
+{{ include "servegate.selectorLabels" . }}
+app.kubernetes.io/component: gateway
+{{- end -}}
+
+{{/* Selector labels of one pool's Triton pods; call with (list $ "<pool>"). */}}
+{{- define "servegate.pool.selectorLabels" -}}
+{{- $root := index . 0 -}}
+{{ include "servegate.selectorLabels" $root }}
+app.kubernetes.io/component: triton
+servegate.io/pool: {{ index . 1 }}
+{{- end -}}
+
+{{- define "servegate.serviceAccountName" -}}
+{{- default (include "servegate.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* The Deployment and Service of a pool; call with (list $ "<pool>"). */}}
+{{- define "servegate.pool.fullname" -}}
+{{- printf "%s-triton-%s" (include "servegate.fullname" (index . 0)) (index . 1) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "servegate.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An image reference from {repository, tag, digest} (+ optional variant suffix). */}}
+{{- define "servegate.imageRef" -}}
+{{- if .digest -}}
+{{- printf "%s@%s" .repository .digest -}}
+{{- else if .variant -}}
+{{- printf "%s:%s-%s" .repository (toString .tag) .variant -}}
+{{- else -}}
+{{- printf "%s:%s" .repository (toString .tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Deep merge of two maps, as JSON: the second wins for every key it has, even when its value
+is 0, false or empty (sprig's merge functions treat those as unset); null removes the key.
+*/}}
+{{- define "servegate.deepMerge" -}}
+{{- $out := deepCopy (index . 0) -}}
+{{- range $k, $v := (index . 1) -}}
+{{- $cur := get $out $k -}}
+{{- if kindIs "invalid" $v -}}
+{{- $_ := unset $out $k -}}
+{{- else if and (kindIs "map" $v) (kindIs "map" $cur) -}}
+{{- $_ := set $out $k (include "servegate.deepMerge" (list $cur $v) | fromJson) -}}
+{{- else -}}
+{{- $_ := set $out $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/* Every pool over poolDefaults, as JSON {name: settings}. */}}
+{{- define "servegate.pools" -}}
+{{- $out := dict -}}
+{{- range $name, $pool := .Values.pools -}}
+{{- $_ := set $out $name (include "servegate.deepMerge" (list $.Values.poolDefaults (default (dict) $pool)) | fromJson) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
+
+{{/*
+Restricted Pod Security for one container (not settable from values): non-root, read-only
+root filesystem, no privilege escalation, no capabilities, the runtime's seccomp profile.
+*/}}
+{{- define "servegate.containerSecurityContext" -}}
+runAsNonRoot: true
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Pod-level security context from {runAsUser, runAsGroup, fsGroup}. */}}
+{{- define "servegate.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ int .runAsUser }}
+runAsGroup: {{ int .runAsGroup }}
+fsGroup: {{ int .fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The rclone source for a model repository URI: s3://, gs://, az:// or verbatim. */}}
+{{- define "servegate.rcloneSource" -}}
+{{- $uri := . -}}
+{{- if hasPrefix "s3://" $uri -}}
+{{- printf ":s3:%s" (trimPrefix "s3://" $uri) -}}
+{{- else if hasPrefix "gs://" $uri -}}
+{{- printf ":gcs:%s" (trimPrefix "gs://" $uri) -}}
+{{- else if hasPrefix "az://" $uri -}}
+{{- printf ":azureblob:%s" (trimPrefix "az://" $uri) -}}
+{{- else -}}
+{{- $uri -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The servegate config (servegate.yaml) rendered from values. */}}
+{{- define "servegate.config" -}}
+{{- $pools := include "servegate.pools" . | fromJson -}}
+{{- $cfgPools := dict -}}
+{{- $scalePools := dict -}}
+{{- range $name, $p := $pools -}}
+{{- $svc := include "servegate.pool.fullname" (list $ $name) -}}
+{{- $entry := dict "discovery" (dict "kubernetes" (dict "service" $svc "namespace" $.Release.Namespace)) -}}
+{{- with $p.health }}{{ $_ := set $entry "health" . }}{{ end -}}
+{{- with $p.timeouts }}{{ $_ := set $entry "timeouts" . }}{{ end -}}
+{{- $_ := set $cfgPools $name $entry -}}
+{{- $as := deepCopy (default (dict) $p.autoscaling) -}}
+{{- if eq $.Values.scaling.mode "direct" -}}
+{{- $_ := set $as "scale_target" (dict "kind" "Deployment" "name" $svc "namespace" $.Release.Namespace) -}}
+{{- end -}}
+{{- $_ := set $scalePools $name $as -}}
+{{- end -}}
+{{- range $model, $route := .Values.models -}}
+{{- if not (hasKey $pools $route.pool) -}}
+{{- fail (printf "models.%s.pool: unknown pool %q (pools: %s)" $model $route.pool (keys $pools | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- range $ver, $vroute := (default (dict) $route.versions) -}}
+{{- if not (hasKey $pools $vroute.pool) -}}
+{{- fail (printf "models.%s.versions.%s.pool: unknown pool %q (pools: %s)" $model $ver $vroute.pool (keys $pools | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- $signals := deepCopy .Values.autoscaling.signals -}}
+{{- if not .Values.redis.enabled -}}
+{{- $_ := set $signals "gateways" (list (printf "http://127.0.0.1:%d" (int .Values.gateway.httpPort))) -}}
+{{- end -}}
+{{- $cfg := dict "pools" $cfgPools "models" .Values.models -}}
+{{- with .Values.limits }}{{ $_ := set $cfg "limits" . }}{{ end -}}
+{{- $_ := set $cfg "autoscaling" (dict "signals" $signals "pools" $scalePools) -}}
+{{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Environment shared by the gateway and the autoscaler: pod identity, Redis URL. */}}
+{{- define "servegate.commonEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef: {fieldPath: metadata.name}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef: {fieldPath: metadata.namespace}
+{{- if .Values.redis.enabled }}
+- name: SERVEGATE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "redis.existingSecret is required when redis.enabled" .Values.redis.existingSecret }}
+      key: {{ .Values.redis.secretKey }}
+{{- end }}
+{{- end -}}
+
+{{/* The sidecar's --actuator for the scaling mode. */}}
+{{- define "servegate.actuator" -}}
+{{- $m := .Values.scaling.mode -}}
+{{- if eq $m "direct" }}kubernetes{{ else }}{{ $m }}{{ end -}}
+{{- end -}}
