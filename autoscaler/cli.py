@@ -1,8 +1,13 @@
-"""The autoscaler's ``servegate`` subcommands: ``simulate``.
+"""The autoscaler's ``servegate`` subcommands: ``autoscaler`` and ``simulate``.
 
 Where it sits: ``gateway/cli.py`` (the ``servegate`` entry point) calls
-:func:`add_subcommands` while building its parser and hands a parsed ``simulate`` to
-:func:`run`. Arguments become settings once, here; nothing reads the environment.
+:func:`add_subcommands` while building its parser and hands a parsed ``autoscaler`` or
+``simulate`` to :func:`run`. Arguments become settings once, here; nothing reads the
+environment (only the Kubernetes connection looks for in-cluster variables, at start).
+
+``servegate autoscaler --config FILE [--actuator local|kubernetes|keda|hpa|none]
+[--status-port 9096] [--keda-port 9095] [--gateway URL ...] [--redis-url URL] ...`` runs the
+control loop (see :mod:`autoscaler.main`); ``--help`` lists the Kubernetes and lease flags.
 
 ``servegate simulate [--trace NAME ...] [--trace-csv FILE] [--json OUT] [--plots DIR]``
 runs servegate's policy, an HPA-like, a KPA-like policy and an oracle on each trace and prints
@@ -29,7 +34,8 @@ _DEFAULT = PoolProfile()
 
 
 def add_subcommands(sub: Any) -> None:
-    """Add ``simulate`` to the ``servegate`` parser's subparsers."""
+    """Add ``autoscaler`` and ``simulate`` to the ``servegate`` parser's subparsers."""
+    _add_autoscaler(sub)
     sim = sub.add_parser(
         "simulate", help="compare servegate's autoscaling policy with HPA, KPA and an oracle",
         description="Simulate a Triton pool under each trace with servegate's policy, an "
@@ -59,6 +65,64 @@ def add_subcommands(sub: Any) -> None:
                            "(default %(default)d)")
     pool.add_argument("--max-replicas", type=int, default=_DEFAULT.max_replicas,
                       help="most replicas any policy may run (default %(default)d)")
+
+
+def _add_autoscaler(sub: Any) -> None:
+    a = sub.add_parser(
+        "autoscaler", help="run the autoscaler: gateway signals -> policy -> actuator",
+        description="Collect the gateways' signals, decide each pool's replicas and apply "
+                    "them through the chosen actuator; serve /status, /metrics, "
+                    "POST /activate (and /pools/<pool>/endpoints for the local actuator).")
+    a.add_argument("--config", required=True, type=Path, help="servegate YAML config")
+    a.add_argument("--actuator", default="none",
+                   choices=("local", "kubernetes", "keda", "hpa", "none"),
+                   help="what applies the decisions (default: none, a dry run that only "
+                        "publishes them)")
+    a.add_argument("--host", default="0.0.0.0", help="address of the status and KEDA servers")
+    a.add_argument("--status-port", type=int, default=9096,
+                   help="/status, /metrics, /activate (default %(default)d)")
+    a.add_argument("--keda-port", type=int, default=9095,
+                   help="KEDA external scaler gRPC port, --actuator keda (default %(default)d)")
+    a.add_argument("--gateway", action="append", default=[], metavar="URL",
+                   help="a gateway replica to scrape (adds to autoscaling.signals.gateways)")
+    a.add_argument("--redis-url", default=None,
+                   help="subscribe to activations on servegate:activate "
+                        "(default: autoscaling.signals.redis_url)")
+    k = a.add_argument_group("kubernetes (--actuator kubernetes)")
+    k.add_argument("--kube-api-url", default=None,
+                   help="API server URL without auth (tests, kubectl proxy); default: "
+                        "in-cluster config, else the kubeconfig")
+    k.add_argument("--kubeconfig", default=None)
+    k.add_argument("--kube-context", default=None)
+    k.add_argument("--namespace", default=None,
+                   help="default namespace of the Deployments (default: the pod's, else "
+                        "'default')")
+    k.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                   help="only the holder of a coordination.k8s.io Lease acts "
+                        "(default: on)")
+    k.add_argument("--lease-name", default="servegate-autoscaler")
+    k.add_argument("--lease-namespace", default=None, help="default: --namespace")
+    k.add_argument("--lease-duration-s", type=int, default=15)
+    k.add_argument("--identity", default="", help="this replica's name in the Lease "
+                                                  "(default: hostname-pid)")
+
+
+def _run_autoscaler(args: argparse.Namespace) -> int:
+    from autoscaler.main import AutoscalerSettings, KubeSettings
+    from autoscaler.main import run as run_loop
+
+    if args.lease_duration_s < 1:
+        print("servegate autoscaler: --lease-duration-s must be >= 1", file=sys.stderr)
+        return 2
+    kube = KubeSettings(
+        api_url=args.kube_api_url, kubeconfig=args.kubeconfig, context=args.kube_context,
+        namespace=args.namespace, leader_elect=args.leader_elect, lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace, lease_duration_s=args.lease_duration_s,
+        lease_renew_s=max(args.lease_duration_s / 5, 0.2), identity=args.identity)
+    return run_loop(AutoscalerSettings(
+        config_path=args.config, actuator=args.actuator, host=args.host,
+        status_port=args.status_port, keda_port=args.keda_port, gateways=tuple(args.gateway),
+        redis_url=args.redis_url, kube=kube))
 
 
 def csv_profile(args: argparse.Namespace) -> PoolProfile:
@@ -91,7 +155,9 @@ def jobs(args: argparse.Namespace) -> list[tuple[Trace, PoolProfile]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``simulate``; returns the process exit code."""
+    """Run ``autoscaler`` or ``simulate``; returns the process exit code."""
+    if args.command == "autoscaler":
+        return _run_autoscaler(args)
     from autoscaler.simulate import report
     from autoscaler.simulate.runner import run_all
 

@@ -1,4 +1,4 @@
-"""The ``servegate`` command: ``gateway``, ``demo``, ``check-config`` and ``simulate``.
+"""The ``servegate`` command: ``gateway``, ``demo``, ``check-config``, ``autoscaler``, ``simulate``.
 
 Each subcommand builds its settings from the command line once and passes them in; nothing
 reads the environment at import time.
@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
                          "neither set disables the admin API)")
     gw.add_argument("--traffic-tick-s", type=float, default=2.0,
                     help="how often rollouts are judged")
+    gw.add_argument("--autoscaler-url", default=None,
+                    help="the autoscaler's status server (e.g. http://127.0.0.1:9096), told at "
+                         "once when a request arrives for a pool with no ready endpoint")
     gw.add_argument("--log-level", default="info")
 
     demo = sub.add_parser("demo", help="local Triton servers + gateway, no Kubernetes needed")
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "simulate":
+    if args.command in ("simulate", "autoscaler"):
         from autoscaler.cli import run as run_autoscaler_command
 
         return run_autoscaler_command(args)
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                                       grpc_port=args.grpc_port, log_level=args.log_level),
                 redis_url=args.redis_url or os.environ.get("SERVEGATE_REDIS_URL") or None,
                 replica_id=args.replica_id, admin_token=_admin_token(args.admin_token_file),
-                traffic_tick_s=args.traffic_tick_s))
+                traffic_tick_s=args.traffic_tick_s, autoscaler_url=args.autoscaler_url))
         elif args.command == "demo":
             from gateway.demo.runner import DemoSettings, run_demo
 

@@ -17,6 +17,8 @@ protocol: :mod:`gateway.http.errors` (HTTP) and :mod:`gateway.grpc.errors` (gRPC
      │                                transport failure, so it does not count against health
      ├── StateStoreError              the shared state store (Redis) failed; callers keep
      │                                serving with the last known state
+     ├── DiscoveryError               endpoint discovery failed (the local actuator, or the
+     │                                Kubernetes API); the pool keeps its last known endpoints
      └── UpstreamError                the call to a Triton endpoint failed
           ├── UpstreamConnectError    could not connect: the request never left (retry-safe)
           ├── UpstreamTimeout         504: no complete response within the read deadline
@@ -85,6 +87,10 @@ class UpstreamStatus(GatewayError):
 
 
 class StateStoreError(GatewayError):
+    pass
+
+
+class DiscoveryError(GatewayError):
     pass
 
 

@@ -74,7 +74,19 @@ class GatewayMetrics:
             "servegate_shadow_latency_delta_seconds", "Shadow latency minus primary latency",
             variant_labels, buckets=(-1.0, -0.1, -0.01, -0.001, 0.0, 0.001, 0.01, 0.1, 1.0),
             registry=self.registry)
-        self.registry.register(_StateCollector(runtime, in_flight))
+        self.activations = Counter(
+            "servegate_pool_activations", "Cold starts begun: a request found no ready endpoint",
+            ["pool"], registry=self.registry)
+        cold_buckets = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+        self.cold_start = Histogram(
+            "servegate_cold_start_seconds", "From the first held request to a ready endpoint",
+            ["pool"], buckets=cold_buckets, registry=self.registry)
+        self.cold_start_wait = Histogram(
+            "servegate_cold_start_wait_seconds", "Time requests spent held for a cold start",
+            ["pool"], buckets=cold_buckets, registry=self.registry)
+        # Requests held in the cold-start buffer, per pool (set by the wiring).
+        self.queued: Callable[[], dict[str, int]] = dict
+        self.registry.register(_StateCollector(runtime, in_flight, lambda: self.queued()))
         self._children: dict[tuple[str, str, str], _Children] = {}
 
     def observe(self, model: str, endpoint: str, protocol: str, status: int,
@@ -96,9 +108,11 @@ class GatewayMetrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]],
+                 queued: Callable[[], dict[str, int]]) -> None:
         self._runtime = runtime
         self._in_flight = in_flight
+        self._queued = queued
 
     def collect(self) -> Iterator[Any]:
         inflight = GaugeMetricFamily(
@@ -125,6 +139,13 @@ class _StateCollector(Collector):
             for v in split.variants:
                 weights.add_metric([model, v.name], v.weight)
         yield weights
+        queued = GaugeMetricFamily(
+            "servegate_queued_requests", "Requests held while their pool has no ready endpoint",
+            labels=["pool"])
+        held = self._queued()
+        for pool in sorted(self._runtime.state.pools):
+            queued.add_metric([pool], held.get(pool, 0))
+        yield queued
 
     def describe(self) -> Iterator[Any]:
         return iter(())

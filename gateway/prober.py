@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway.coldstart import ColdStart
 from gateway.errors import UpstreamError, UpstreamTimeout
 from gateway.pools import Endpoint, Pool
 from gateway.runtime import Runtime
@@ -23,12 +24,15 @@ log = logging.getLogger("servegate.prober")
 
 class Prober:
     def __init__(self, runtime: Runtime, upstream: Upstream, tick_s: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 coldstart: ColdStart | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.tick_s = tick_s
         self._clock = clock
-        self._due: dict[tuple[str, str], float] = {}
+        self.coldstart = coldstart
+        self._last: dict[tuple[str, str], float] = {}
+        self._probing: set[tuple[str, str]] = set()
         self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
@@ -41,21 +45,29 @@ class Prober:
                 task.cancel()
 
     def probe_due(self) -> None:
+        """Start the probes that are due: each pool at its interval, or at the cold-start
+        probe interval while requests are held for it (short, fixed, no backoff)."""
         now = self._clock()
         seen = set()
         for pool in self.runtime.state.pools.values():
             if not pool.config.health.active_probes:
                 continue
+            interval = pool.config.health.probe_interval_s
+            if self.coldstart is not None and self.coldstart.waiting(pool.name):
+                interval = min(interval, pool.config.cold_start.probe_interval_s)
             for ep in pool.endpoints:
                 key = (pool.name, ep.address)
                 seen.add(key)
-                if self._due.get(key, 0.0) <= now:
-                    self._due[key] = now + pool.config.health.probe_interval_s
-                    task = asyncio.create_task(self.probe(pool, ep))
-                    self._running.add(task)
-                    task.add_done_callback(self._running.discard)
-        for key in set(self._due) - seen:
-            del self._due[key]
+                if key in self._probing or self._last.get(key, -1e18) + interval > now:
+                    continue
+                self._last[key] = now
+                self._probing.add(key)
+                task = asyncio.create_task(self.probe(pool, ep))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+                task.add_done_callback(lambda _, key=key: self._probing.discard(key))
+        for key in set(self._last) - seen:
+            del self._last[key]
 
     async def probe(self, pool: Pool, ep: Endpoint) -> None:
         policy = pool.config.health
@@ -74,6 +86,8 @@ class Prober:
             definite = True
         was = ep.admitted
         ep.probed(ok, self._clock(), policy, reason, definite)
+        if ep.admitted and self.coldstart is not None:
+            self.coldstart.notify(pool.name)
         if was != ep.admitted:
             log.warning("endpoint %s/%s %s%s", pool.name, ep.address,
                         "re-admitted" if ep.admitted else "ejected",

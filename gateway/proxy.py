@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from random import Random
 from typing import TypeVar
 
+from gateway.coldstart import ColdStart, ColdWait
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pools import Endpoint, Pool
@@ -37,6 +38,7 @@ class Proxy:
         self._rng = rng or Random()
         self._clock = clock
         self.in_flight: dict[str, int] = {}
+        self.coldstart: ColdStart | None = None  # set by the wiring
 
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""
@@ -44,30 +46,47 @@ class Proxy:
 
     async def forward(
         self, route: Route, method: bytes, target: bytes, headers: Headers, body: bytes,
+        cold: ColdWait | None = None,
     ) -> tuple[UpstreamResponse, Endpoint]:
         def send(ep: Endpoint) -> Awaitable[UpstreamResponse]:
             return self.upstream.request(
                 ep.host, ep.port, method, target, headers, body,
                 route.timeouts.connect_s, route.timeouts.read_s)
 
-        pool = self.runtime.state.pools[route.pool]
-        return await self.call(route, pool, pool.endpoints, send)
+        return await self.call(route, _all_endpoints, send, cold)
 
     async def call(
-        self, route: Route, pool: Pool, endpoints: Sequence[Endpoint],
-        send: Callable[[Endpoint], Awaitable[T]],
+        self, route: Route, endpoints_of: Callable[[Pool], Sequence[Endpoint]],
+        send: Callable[[Endpoint], Awaitable[T]], cold: ColdWait | None = None,
     ) -> tuple[T, Endpoint]:
-        """``send`` on an endpoint picked from ``endpoints`` (a subset of ``pool``'s).
+        """``send`` on an endpoint picked from ``endpoints_of(pool)`` of the route's pool.
 
         ``send`` raises :class:`UpstreamError` for transport failures; a connect failure is
-        retried on another endpoint, any other error is raised as it came.
+        retried on another endpoint, any other error is raised as it came. When the pool has
+        no admitted endpoint and buffers cold starts, the call waits for one (``cold`` carries
+        the request's budget in and the time waited out).
         """
         model = route.model
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         tried: list[Endpoint] = []
+        pool = self.runtime.state.pools[route.pool]
         try:
             while True:
-                ep = self.pick(pool, endpoints, tried)
+                try:
+                    ep = self.pick(pool, endpoints_of(pool), tried)
+                except (NoEndpoint, Unavailable):
+                    # Nothing ready (or everything refused, e.g. replicas going away): a pool
+                    # that buffers cold starts holds the request until an endpoint is ready.
+                    if self.coldstart is None or not pool.config.cold_start.enabled:
+                        raise
+                    cold = cold or ColdWait()
+                    budget = cold.budget_s()
+                    if budget is not None:
+                        budget -= cold.waited_s
+                    cold.waited_s += await self.coldstart.wait(route.pool, budget)
+                    pool = self.runtime.state.pools[route.pool]  # discovery may have swapped it
+                    tried.clear()
+                    continue
                 ep.outstanding += 1
                 try:
                     result = await send(ep)
@@ -103,3 +122,7 @@ class Proxy:
             ep.failed(self._clock(), pool.config.health, str(exc))
         if self.metrics is not None:
             self.metrics.upstream_errors.labels(ep.pool, ep.address, exc.kind).inc()
+
+
+def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:
+    return pool.endpoints

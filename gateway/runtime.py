@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from gateway.pools import Pool, build_pools
-from router import Config, RouteTable
+from router import Config, EndpointConfig, PoolConfig, RouteTable
 
 log = logging.getLogger("servegate.runtime")
 
@@ -48,6 +48,8 @@ class Runtime:
         # Split weights set at run time (admin API, rollouts, other replicas) override the
         # config's, and survive config reloads for variants that still exist.
         self.weights: dict[str, dict[str, float]] = {}
+        # Endpoints found by discovery (pools whose discovery is not static), by pool.
+        self.discovered: dict[str, list[EndpointConfig]] = {}
         self.state = RoutingState(config, RouteTable(config), build_pools(config.pools), 1)
 
     def apply(self, config: Config) -> RoutingState:
@@ -55,11 +57,30 @@ class Runtime:
         old = self.state
         new = RoutingState(
             config, RouteTable(config, self.weights),
-            build_pools(config.pools, old.pools.values()), old.generation + 1,
+            build_pools(self._with_discovered(config), old.pools.values()), old.generation + 1,
         )
         self.state = new
         log.info("config generation %d applied: %d pools, %d models", new.generation,
                  len(config.pools), len(config.models))
+        return new
+
+    def _with_discovered(self, config: Config) -> dict[str, PoolConfig]:
+        pools = dict(config.pools)
+        for name, endpoints in self.discovered.items():
+            pool = pools.get(name)
+            if pool is not None and pool.discovery.type != "static":
+                pools[name] = pool.model_copy(update={"endpoints": endpoints})
+        return pools
+
+    def set_endpoints(self, pool: str, endpoints: list[EndpointConfig]) -> RoutingState:
+        """Swap in the endpoints discovery found for ``pool`` (others and health carry over)."""
+        self.discovered[pool] = endpoints
+        old = self.state
+        new = RoutingState(old.config, old.table,
+                           build_pools(self._with_discovered(old.config), old.pools.values()),
+                           old.generation + 1)
+        self.state = new
+        log.info("pool %s: %d endpoint(s) discovered", pool, len(endpoints))
         return new
 
     def set_weights(self, weights: dict[str, dict[str, float]]) -> RoutingState:

@@ -22,8 +22,11 @@ import grpc
 import prometheus_client
 import uvicorn
 
+from gateway.activation import Activator
 from gateway.admin import create_admin_app
+from gateway.coldstart import ColdStart
 from gateway.config import Reloader, load_config_file
+from gateway.discovery import Discovery, check_supported
 from gateway.errors import StateStoreError
 from gateway.grpc import GrpcChannels, GrpcFront, build_server
 from gateway.http.app import GatewayApp
@@ -43,28 +46,34 @@ log = logging.getLogger("servegate.gateway")
 
 
 class Gateway:
-    def __init__(self, config: Config, upstream: Upstream | None = None,
-                 probe_tick_s: float = 0.25, store: StateStore | None = None,
-                 traffic_tick_s: float = 2.0, resync_s: float = 1.0) -> None:
+    def __init__(self, config: Config, settings: GatewaySettings,
+                 upstream: Upstream | None = None, store: StateStore | None = None) -> None:
         self.runtime = Runtime(config)
         self.upstream: Upstream = upstream or NativeUpstream()
         self.proxy = Proxy(self.runtime, self.upstream)
         self.metrics = GatewayMetrics(self.runtime, lambda: self.proxy.in_flight)
         self.proxy.metrics = self.metrics
+        self.activator = Activator(self.upstream, settings.autoscaler_url, settings.redis_url)
+        self.coldstart = ColdStart(self.runtime, self.metrics, self.activator)
+        self.proxy.coldstart = self.coldstart
+        self.metrics.queued = self.coldstart.queued
+        self.discovery = Discovery(self.runtime, self.upstream, self.coldstart.notify)
         self.ready = False
         self.control = Control(self.runtime, self.upstream, self.metrics, lambda: self.ready)
         self.mirror = ShadowMirror(self.metrics)
         self.store: StateStore = store or MemoryStore()
         self.traffic = TrafficManager(self.runtime, self.store, self.mirror,
-                                      tick_s=traffic_tick_s, resync_s=resync_s)
+                                      tick_s=settings.traffic_tick_s, resync_s=settings.resync_s)
         self.app = GatewayApp(self.proxy, self.metrics, self.control, self.traffic)
-        self.prober = Prober(self.runtime, self.upstream, tick_s=probe_tick_s)
+        self.prober = Prober(self.runtime, self.upstream, tick_s=settings.probe_tick_s,
+                             coldstart=self.coldstart)
         self.grpc_channels = GrpcChannels()
         self.grpc = GrpcFront(self.proxy, self.grpc_channels, self.metrics, lambda: self.ready,
                               self.traffic)
 
     def apply(self, config: Config) -> None:
         self.runtime.apply(config)
+        self.coldstart.notify_all()
         self.warm_grpc()
 
     def warm_grpc(self) -> None:
@@ -94,8 +103,8 @@ class _Server(uvicorn.Server):
 async def serve(settings: GatewaySettings) -> None:
     prometheus_client.disable_created_metrics()
     config = load_config_file(settings.config_path)
-    gw = Gateway(config, probe_tick_s=settings.probe_tick_s, store=_store(settings),
-                 traffic_tick_s=settings.traffic_tick_s, resync_s=settings.resync_s)
+    gw = Gateway(config, settings, store=_store(settings))
+    check_supported(gw.runtime)
     gw.control.admin = create_admin_app(gw.traffic, settings.admin_token)
     try:
         await gw.traffic.resync()
@@ -122,7 +131,8 @@ async def serve(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     tasks = [asyncio.create_task(gw.prober.run(), name="prober"),
-             asyncio.create_task(gw.traffic.run(), name="traffic")]
+             asyncio.create_task(gw.traffic.run(), name="traffic"),
+             asyncio.create_task(gw.discovery.run(), name="discovery")]
     if settings.watch:
         tasks.append(asyncio.create_task(reloader.watch(settings.watch_interval_s), name="watch"))
     grpc_drain = None
@@ -141,6 +151,7 @@ async def serve(settings: GatewaySettings) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await gw.mirror.aclose()
+        await gw.activator.aclose()
         await gw.store.aclose()
         await gw.upstream.aclose()
         await gw.grpc_channels.aclose()

@@ -25,7 +25,9 @@ class GatewaySettings:
     server: ServerSettings = ServerSettings()
     watch: bool = False
     watch_interval_s: float = 1.0
-    probe_tick_s: float = 0.25
+    probe_tick_s: float = 0.05
+    # The autoscaler's status server, told at once when a pool at zero gets a request.
+    autoscaler_url: str | None = None
     # Shared traffic state (split weights, rollouts) across replicas; None keeps it in memory.
     redis_url: str | None = None
     # This replica's name in the shared state (defaults to host:pid).

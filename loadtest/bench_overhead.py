@@ -264,7 +264,8 @@ def start_gateway(triton: str, workdir: Path, args: argparse.Namespace) -> Targe
     else:
         cmd = [
             sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config),
-            "--host", "127.0.0.1", "--http-port", str(port), *args.gateway_arg,
+            "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0",
+            *args.gateway_arg,
         ]
     target = spawn("gateway", cmd, workdir, port)
     wait_ready(target, f"http://{target.address}/v2/health/ready")

@@ -6,7 +6,9 @@ clock; the gateway and the autoscaler both build on it.
 
 from router.balance import EndpointView, pick_endpoint
 from router.config import (
+    ColdStartConfig,
     Config,
+    DiscoveryConfig,
     EndpointConfig,
     HealthConfig,
     LimitsConfig,
@@ -23,8 +25,10 @@ from router.table import Route, RouteTable
 
 __all__ = [
     "ADMITTED",
+    "ColdStartConfig",
     "Config",
     "ConfigError",
+    "DiscoveryConfig",
     "EndpointConfig",
     "EndpointView",
     "Health",

@@ -23,6 +23,12 @@ defaults are servegate's policy defaults (see the autoscaler's ``policy/decide.p
           schedules:
             - {days: "mon-fri", start: "08:00", end: "18:00", timezone: "Europe/Berlin",
                min_replicas: 2}
+          # what each actuator acts on (only the one the autoscaler runs with is read):
+          kubernetes: {deployment: triton-cpu, namespace: serving}  # scale subresource
+          keda: {metric_target: 100}           # GetMetrics reports desired x metric_target
+          local: {models: [classifier], args: ["--classifier-delay-ms", "5"]}  # demo/tests
+          activation_hold_s: 120  # an activation counts as demand until a replica is ready
+      controller: {tick_s: 1, history: 50}
 """
 
 from __future__ import annotations
@@ -95,6 +101,40 @@ class TargetsConfig(_Frozen):
     batch_fill: Fraction | None = None
 
 
+class LocalReplicaConfig(_Frozen):
+    """How the local actuator runs one replica of a pool: a Triton worker process.
+
+    The worker is ``python -m <module> --http-port H --grpc-port G --metrics-port M
+    --models a,b <args...>``; it must print ``ready_line`` once it serves, and stop its
+    Triton on SIGTERM (``gateway.demo.triton_worker`` does both).
+    """
+
+    module: str = "gateway.demo.triton_worker"
+    models: list[str] = Field(default_factory=lambda: ["classifier", "embedder", "identity"],
+                              min_length=1)
+    args: list[str] = Field(default_factory=list)
+    ready_line: str = "SERVEGATE_TRITON_READY"
+    start_timeout_s: PositiveFloat = 120.0
+    stop_timeout_s: PositiveFloat = 20.0
+    start_attempts: int = Field(default=2, ge=1)
+    # A stopping replica leaves the endpoint list this long before it is sent SIGTERM.
+    drain_s: float = Field(default=0.5, ge=0)
+
+
+class KubernetesTargetConfig(_Frozen):
+    """The Deployment a pool scales through ``apps/v1 deployments/{name}/scale``."""
+
+    deployment: str | None = None  # default: the pool's name
+    namespace: str | None = None  # default: the autoscaler's --namespace
+
+
+class KedaTargetConfig(_Frozen):
+    """The KEDA external scaler's metric: ``desired x metric_target`` against a target of
+    ``metric_target`` (AverageValue), so KEDA's HPA lands on servegate's count."""
+
+    metric_target: float = Field(default=100.0, ge=1)
+
+
 class PoolAutoscalingConfig(_Frozen):
     min_replicas: int = Field(default=0, ge=0)
     max_replicas: int = Field(default=10, ge=1)
@@ -111,6 +151,10 @@ class PoolAutoscalingConfig(_Frozen):
     max_scale_down_stabilization_s: float = Field(default=300.0, ge=0)
     scale_to_zero_grace_s: float = Field(default=30.0, ge=0)
     schedules: list[ScheduleConfig] = Field(default_factory=list)
+    activation_hold_s: PositiveFloat = 120.0
+    local: LocalReplicaConfig = LocalReplicaConfig()
+    kubernetes: KubernetesTargetConfig = KubernetesTargetConfig()
+    keda: KedaTargetConfig = KedaTargetConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> PoolAutoscalingConfig:
@@ -149,6 +193,14 @@ class SignalsConfig(_Frozen):
     p99_window_s: PositiveFloat = 10.0
 
 
+class ControllerConfig(_Frozen):
+    """The control loop: how often each pool is decided, how many decisions /status keeps."""
+
+    tick_s: PositiveFloat = 1.0
+    history: int = Field(default=50, ge=1, le=10_000)
+
+
 class AutoscalingConfig(_Frozen):
     signals: SignalsConfig = SignalsConfig()
+    controller: ControllerConfig = ControllerConfig()
     pools: dict[str, PoolAutoscalingConfig] = Field(default_factory=dict)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -107,10 +107,42 @@ class HealthConfig(_Frozen):
     min_eject_s: float = Field(default=1.0, ge=0)
 
 
+class DiscoveryConfig(_Frozen):
+    """Where a pool's endpoints come from: the config (static), the autoscaler's local actuator
+    (``url`` of its status server), or a Kubernetes Service's EndpointSlices."""
+
+    type: Literal["static", "local", "kubernetes"] = "static"
+    url: str | None = None
+    service: str | None = None
+    namespace: str = "default"
+    http_port_name: str = "http"
+    grpc_port_name: str = "grpc"
+
+    @model_validator(mode="after")
+    def _needs(self) -> DiscoveryConfig:
+        if self.type == "local" and not self.url:
+            raise ValueError("local discovery needs 'url' (the autoscaler's status server)")
+        if self.type == "kubernetes" and not self.service:
+            raise ValueError("kubernetes discovery needs 'service'")
+        return self
+
+
+class ColdStartConfig(_Frozen):
+    """Holding requests while a pool has no ready endpoint (scale from zero)."""
+
+    enabled: bool = False
+    max_wait_s: PositiveFloat = 60.0
+    max_queue: int = Field(default=1000, ge=0)
+    # Readiness probes of a pool's endpoints while requests wait: short and fixed, no backoff.
+    probe_interval_s: PositiveFloat = 0.1
+
+
 class PoolConfig(_Frozen):
     endpoints: list[EndpointConfig] = Field(default_factory=list)
     timeouts: TimeoutConfig = TimeoutConfig()
     health: HealthConfig = HealthConfig()
+    discovery: DiscoveryConfig = DiscoveryConfig()
+    cold_start: ColdStartConfig = ColdStartConfig()
 
     @field_validator("endpoints")
     @classmethod

@@ -28,7 +28,9 @@ The steps, each a small function, in order:
 6. **rate limits** - per direction, from the size at the start of the period (HPA behavior).
 7. **bounds** - min/max, schedule minimums, external floors (split planning).
 8. **zero** - to zero only after ``scale_to_zero_grace_s`` with no arrivals, no in-flight and
-   nothing queued; from zero to at least one on the first arrival.
+   nothing queued; from zero to at least one on the first arrival. An activation
+   (``Observation.activated``: a request waits while nothing is ready) is an arrival, and
+   takes a pool at zero to one even when no signal has data yet.
 """
 
 from __future__ import annotations
@@ -310,6 +312,8 @@ def bound(spec: ScalerSpec, obs: Observation, now: float, desired: int,
 
 def activity(obs: Observation) -> bool | None:
     """True if anything arrived, is in flight or queued lately; None if nothing is known."""
+    if obs.activated:
+        return True
     readings = [w.panic for w in (obs.arrival_rate, obs.concurrency, obs.queued)]
     known = [r for r in readings if has_value(r)]
     if not known:
@@ -383,7 +387,11 @@ def _invalid(spec: ScalerSpec, obs: Observation, state: ScalerState, now: float,
     notes = _Notes()
     notes.text.append("no data for " + (", ".join(missing) or "any signal") + ": keep")
     desired, _ = bound(spec, obs, now, obs.current_replicas, notes)
-    decision = Decision(desired, False, "none", tuple(notes.clipped), (), False,
+    activation = desired == 0 and obs.current_replicas == 0 and obs.activated
+    if activation:
+        notes.dominant, desired = "activation", 1
+        notes.text.append("activation: a request waits for a pool at zero")
+    decision = Decision(desired, activation, notes.dominant, tuple(notes.clipped), (), False,
                         _reason(desired, notes, {}))
     return decision, replace(state, last_active=last_active)
 

@@ -122,7 +122,9 @@ class Observation:
     """What the collector knows about one pool at ``now``.
 
     ``current_replicas`` is the pool's size as the actuator last set it (starting replicas
-    included); ``ready_replicas`` the ones serving.
+    included); ``ready_replicas`` the ones serving. ``activated`` says a request is waiting
+    for the pool and no replica is ready yet (the gateway's activation): it counts as traffic
+    even where no signal has data yet.
     """
 
     current_replicas: int
@@ -135,6 +137,7 @@ class Observation:
     queue_time_s: Reading = NO_DATA
     batch_fill: Reading = NO_DATA
     floors: tuple[Floor, ...] = ()
+    activated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,7 @@ from grpc.aio import ServicerContext as Context
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway import __version__
+from gateway.coldstart import ColdWait
 from gateway.errors import (
     PayloadTooLarge,
     Unavailable,
@@ -192,17 +193,18 @@ class GrpcFront:
                 route, variant = self._variant(route, method, headers)
                 request = retarget(request, route.model, route.version)
                 context.set_trailing_metadata(((VARIANT_HEADER.decode(), variant),))
-            timeout, clients = deadline(context, route.timeouts.read_s)
+            read_s = route.timeouts.read_s
 
             def send(ep: Endpoint) -> Awaitable[bytes]:
                 nonlocal picked
                 picked = ep
                 assert ep.grpc is not None
+                timeout, clients = deadline(context, read_s)  # after any cold-start wait
                 return self.channels.get(ep.grpc).unary(
                     method, request, metadata, timeout, clients)
 
-            pool = self.proxy.runtime.state.pools[route.pool]
-            response, ep = await self.proxy.call(route, pool, _grpc_endpoints(pool), send)
+            response, ep = await self.proxy.call(route, _grpc_endpoints, send,
+                                                 ColdWait(context.time_remaining))
         except Exception as exc:
             if not_ready is not None and isinstance(exc, UnknownModel | NoEndpoint | Unavailable):
                 return not_ready
@@ -276,7 +278,7 @@ class GrpcFront:
 
 def _grpc_endpoints(pool: Pool) -> list[Endpoint]:
     endpoints = pool.grpc_endpoints
-    if not endpoints:
+    if not endpoints and pool.endpoints:  # none at all: a pool at zero, which may cold-start
         raise Unavailable(f"no endpoint of pool '{pool.name}' has a gRPC address "
                           "(endpoints[].grpc in the config)")
     return endpoints

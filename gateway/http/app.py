@@ -9,10 +9,12 @@ server metadata, ``/v2/repository/index`` and ``/metrics`` are answered by the g
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
+from gateway.coldstart import ColdWait
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from gateway.http.asgi import ClientGone, Scope, header, read_body, respond
 from gateway.http.control import Control
@@ -28,6 +30,10 @@ log = logging.getLogger("servegate.http")
 _PREFIX = "/v2/models/"
 # Names the variant that served a call to a split model (REST header, gRPC trailing metadata).
 VARIANT_HEADER = b"x-servegate-variant"
+# On a response that waited for a cold start: how long, in milliseconds.
+COLD_START_HEADER = b"x-servegate-cold-start-ms"
+# A request's own deadline for waiting on a cold start, in milliseconds.
+TIMEOUT_HEADER = b"x-servegate-timeout-ms"
 _PREFIX_LEN = len(_PREFIX)
 # action -> the one method Triton accepts for it
 _MODEL_ACTIONS = {
@@ -111,8 +117,9 @@ class GatewayApp:
             target = path.encode()
             if scope["query_string"]:
                 target += b"?" + scope["query_string"]
+            cold = ColdWait(lambda: request_budget(scope, body))
             response, ep = await self.proxy.forward(
-                route, method.encode(), target, headers, body)
+                route, method.encode(), target, headers, body, cold)
         except ClientGone:
             raise
         except Exception as exc:
@@ -122,6 +129,9 @@ class GatewayApp:
                                  time.perf_counter() - start)
             await respond(send, status, err_headers, err_body)
             return
+        if cold.waited_s:
+            response.headers.append(
+                (COLD_START_HEADER, str(round(cold.waited_s * 1000)).encode()))
         await respond(send, response.status, response.headers, response.body)
         self.metrics.observe(model, ep.address, "http", response.status,
                              time.perf_counter() - start)
@@ -157,9 +167,11 @@ class GatewayApp:
             mirror = self.traffic.mirror.start(route.model, shadow.variant.name,
                                                shadow.max_concurrency, send_shadow)
         variant = decision.variant
+        cold = ColdWait(lambda: request_budget(scope, body))
         try:
             response, ep = await self.proxy.forward(
-                target, method, model_path(target.model, target.version, action), headers, body)
+                target, method, model_path(target.model, target.version, action), headers, body,
+                cold)
         except Exception as exc:
             if mirror is not None:
                 mirror.set_exception(exc)
@@ -176,10 +188,39 @@ class GatewayApp:
         if mirror is not None:
             mirror.set_result((response, elapsed))
         response.headers.append((VARIANT_HEADER, variant.encode()))
+        if cold.waited_s:
+            response.headers.append(
+                (COLD_START_HEADER, str(round(cold.waited_s * 1000)).encode()))
         await respond(send, response.status, response.headers, response.body)
         self.traffic.stats.record(route.model, variant, response.status < 500, elapsed)
         self.metrics.observe_variant(route.model, variant, response.status, elapsed)
         self.metrics.observe(route.model, ep.address, "http", response.status, elapsed)
+
+
+def request_budget(scope: Scope, body: bytes) -> float | None:
+    """How long this request may wait for a cold start (seconds), if it says.
+
+    Read only when a request is about to wait: the ``x-servegate-timeout-ms`` header, else the
+    V2 ``timeout`` request parameter (microseconds) from the JSON header part of the body.
+    """
+    raw = header(scope, TIMEOUT_HEADER)
+    if raw is not None:
+        try:
+            return max(float(raw) / 1000, 0.0)
+        except ValueError:
+            raise BadRequest(f"invalid {TIMEOUT_HEADER.decode()} header: {raw[:32]!r}") from None
+    hlen = header(scope, b"inference-header-content-length")
+    head = body[:int(hlen)] if hlen is not None and hlen.isdigit() else body
+    if b'"timeout"' not in head or header(scope, b"content-encoding") is not None:
+        return None
+    try:
+        params = json.loads(head).get("parameters") or {}
+        timeout_us = params.get("timeout")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(timeout_us, int | float) and not isinstance(timeout_us, bool):
+        return max(timeout_us / 1e6, 0.0)
+    return None
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

@@ -101,7 +101,13 @@ is 0, false or empty (sprig's merge functions treat those as unset); null remove
 {{- define "servegate.pools" -}}
 {{- $out := dict -}}
 {{- range $name, $pool := .Values.pools -}}
-{{- $_ := set $out $name (include "servegate.deepMerge" (list $.Values.poolDefaults (default (dict) $pool)) | fromJson) -}}
+{{- $pool = default (dict) $pool -}}
+{{- $merged := include "servegate.deepMerge" (list $.Values.poolDefaults $pool) | fromJson -}}
+{{- /* a pool's autoscaling targets replace the defaults' (signals are opt-in) */ -}}
+{{- if and (kindIs "map" $pool.autoscaling) (hasKey (default (dict) $pool.autoscaling) "targets") -}}
+{{- $_ := set $merged.autoscaling "targets" $pool.autoscaling.targets -}}
+{{- end -}}
+{{- $_ := set $out $name $merged -}}
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
@@ -153,14 +159,15 @@ seccompProfile:
 {{- $scalePools := dict -}}
 {{- range $name, $p := $pools -}}
 {{- $svc := include "servegate.pool.fullname" (list $ $name) -}}
-{{- $entry := dict "discovery" (dict "kubernetes" (dict "service" $svc "namespace" $.Release.Namespace)) -}}
+{{- $discovery := dict "type" "kubernetes" "service" $svc "namespace" $.Release.Namespace "http_port_name" "http" "grpc_port_name" "grpc" -}}
+{{- $entry := dict "discovery" $discovery -}}
 {{- with $p.health }}{{ $_ := set $entry "health" . }}{{ end -}}
 {{- with $p.timeouts }}{{ $_ := set $entry "timeouts" . }}{{ end -}}
+{{- with $p.cold_start }}{{ $_ := set $entry "cold_start" . }}{{ end -}}
 {{- $_ := set $cfgPools $name $entry -}}
 {{- $as := deepCopy (default (dict) $p.autoscaling) -}}
-{{- if eq $.Values.scaling.mode "direct" -}}
-{{- $_ := set $as "scale_target" (dict "kind" "Deployment" "name" $svc "namespace" $.Release.Namespace) -}}
-{{- end -}}
+{{- /* the Deployment the kubernetes actuator (scaling.mode=direct) scales */ -}}
+{{- $_ := set $as "kubernetes" (dict "deployment" $svc "namespace" $.Release.Namespace) -}}
 {{- $_ := set $scalePools $name $as -}}
 {{- end -}}
 {{- range $model, $route := .Values.models -}}
@@ -173,8 +180,9 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- /* the sidecar scrapes its own gateway (the Redis URL is a secret: it never goes here) */ -}}
 {{- $signals := deepCopy .Values.autoscaling.signals -}}
-{{- if not .Values.redis.enabled -}}
+{{- if not (hasKey $signals "gateways") -}}
 {{- $_ := set $signals "gateways" (list (printf "http://127.0.0.1:%d" (int .Values.gateway.httpPort))) -}}
 {{- end -}}
 {{- $cfg := dict "pools" $cfgPools "models" .Values.models -}}

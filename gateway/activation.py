@@ -1,0 +1,71 @@
+"""Telling the autoscaler that a pool at zero has demand, the moment it arrives.
+
+Where it sits: called by :class:`gateway.coldstart.ColdStart` when the first request of a
+cold start is held. Fire and forget: the request keeps waiting whatever happens here, and a
+failure is logged (the autoscaler also sees ``servegate_queued_requests`` when it scrapes).
+
+- ``POST {autoscaler_url}/activate`` with ``{"pool": name}`` (the sidecar's status server);
+- ``PUBLISH servegate:activate <pool>`` when the gateway has a Redis URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from urllib.parse import urlsplit
+
+from gateway.errors import UpstreamError
+from gateway.upstream import Upstream
+
+log = logging.getLogger("servegate.activation")
+
+CHANNEL = "servegate:activate"
+
+
+class Activator:
+    def __init__(self, upstream: Upstream, autoscaler_url: str | None = None,
+                 redis_url: str | None = None) -> None:
+        self.upstream = upstream
+        self._target: tuple[str, int] | None = None
+        if autoscaler_url:
+            parts = urlsplit(autoscaler_url)
+            self._target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self._redis = None
+        if redis_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0,
+                                                  socket_connect_timeout=1.0)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, pool: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(pool))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, pool: str) -> None:
+        if self._target is not None:
+            body = json.dumps({"pool": pool}).encode()
+            try:
+                resp = await self.upstream.request(
+                    *self._target, b"POST", b"/activate",
+                    [(b"content-type", b"application/json")], body, 0.5, 2.0)
+                if resp.status >= 300:
+                    log.warning("activation of %s: autoscaler answered %d", pool, resp.status)
+            except UpstreamError as exc:
+                log.warning("activation of %s failed: %s", pool, exc)
+        if self._redis is not None:
+            import redis.exceptions
+
+            try:
+                await self._redis.publish(CHANNEL, pool)
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("activation of %s via redis failed: %s", pool, exc)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._redis is not None:
+            await self._redis.aclose()

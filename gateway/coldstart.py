@@ -1,0 +1,133 @@
+"""The cold-start buffer: hold requests while their pool has no ready endpoint.
+
+Where it sits: inside :meth:`gateway.proxy.Proxy.call`, between "route" and "pick". When a
+pool with ``cold_start.enabled`` has no admitted endpoint, the request waits here instead of
+failing, in a bounded per-pool FIFO:
+
+- the first waiter starts a cold start and signals activation at once
+  (:class:`gateway.activation.Activator`: the autoscaler's ``/activate``, Redis pub/sub);
+- while requests wait, the prober checks the pool every ``cold_start.probe_interval_s``
+  (short fixed retries, no backoff) and discovery pushes new endpoints; either calls
+  :meth:`ColdStart.notify`, which wakes the waiters in arrival order;
+- a request waits at most its own deadline and the pool's ``max_wait_s``; if its deadline is
+  earlier than the predicted ready time (an average of this pool's past cold starts) it is
+  answered at once with 503 + Retry-After instead of being held to time out; a full queue is a
+  503 + Retry-After too. Nothing is dropped silently or sent twice: a waiter either proceeds
+  to exactly one upstream call or gets an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.errors import Unavailable
+from gateway.metrics import GatewayMetrics
+from gateway.runtime import Runtime
+from router import NoEndpoint
+
+log = logging.getLogger("servegate.coldstart")
+
+_EWMA = 0.5  # weight of the latest cold start in the prediction
+
+
+@dataclass
+class ColdWait:
+    """Per-request cold-start budget in, time waited out."""
+
+    budget_s: Callable[[], float | None] = lambda: None
+    waited_s: float = 0.0
+
+
+class ColdStart:
+    def __init__(self, runtime: Runtime, metrics: GatewayMetrics,
+                 activate: Callable[[str], None] = lambda pool: None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.runtime = runtime
+        self.metrics = metrics
+        self._activate = activate
+        self._clock = clock
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._started: dict[str, float] = {}  # pool -> when its current cold start began
+        self._typical: dict[str, float] = {}  # pool -> average cold start duration
+
+    def queued(self) -> dict[str, int]:
+        return {pool: len(q) for pool, q in self._waiters.items()}
+
+    def waiting(self, pool: str) -> bool:
+        return bool(self._waiters.get(pool))
+
+    def predicted_remaining(self, pool: str, now: float) -> float | None:
+        typical = self._typical.get(pool)
+        if typical is None:
+            return None
+        return max(typical - (now - self._started.get(pool, now)), 0.0)
+
+    async def wait(self, pool_name: str, budget_s: float | None) -> float:
+        """Wait until ``pool_name`` has an admitted endpoint; the seconds waited.
+
+        Raises :class:`router.NoEndpoint` when the pool does not buffer, and
+        :class:`gateway.errors.Unavailable` (503 + Retry-After) when the queue is full, the
+        deadline comes before the predicted ready time, or the wait runs out.
+        """
+        pool = self.runtime.state.pools[pool_name]
+        cfg = pool.config.cold_start
+        if not cfg.enabled:
+            raise NoEndpoint(pool_name)
+        queue = self._waiters.setdefault(pool_name, deque())
+        now = self._clock()
+        predicted = self.predicted_remaining(pool_name, now)
+        retry = max(1, math.ceil(predicted or 1.0))
+        if len(queue) >= cfg.max_queue:
+            raise Unavailable(f"pool '{pool_name}' is starting and its queue is full "
+                              f"({cfg.max_queue} waiting)", retry)
+        limit = cfg.max_wait_s if budget_s is None else min(budget_s, cfg.max_wait_s)
+        if predicted is not None and limit < predicted:
+            raise Unavailable(f"pool '{pool_name}' is starting: ready in about {predicted:.1f}s, "
+                              f"after this request's deadline ({limit:.1f}s)", retry)
+        if pool_name not in self._started:
+            self._started[pool_name] = now
+            self.metrics.activations.labels(pool_name).inc()
+            log.info("pool %s has no ready endpoint: holding requests, activating", pool_name)
+            self._activate(pool_name)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(future)
+        try:
+            await asyncio.wait_for(future, limit)
+        except TimeoutError:
+            raise Unavailable(f"pool '{pool_name}' had no ready endpoint within {limit:g}s",
+                              retry) from None
+        finally:
+            if not future.done():
+                future.cancel()
+            with contextlib.suppress(ValueError):
+                queue.remove(future)
+        waited = self._clock() - now
+        self.metrics.cold_start_wait.labels(pool_name).observe(waited)
+        return waited
+
+    def notify(self, pool_name: str) -> None:
+        """An endpoint of ``pool_name`` may have become ready: wake its waiters in order."""
+        pool = self.runtime.state.pools.get(pool_name)
+        if pool is None or not pool.admitted_count():
+            return
+        started = self._started.pop(pool_name, None)
+        if started is not None:
+            took = self._clock() - started
+            self.metrics.cold_start.labels(pool_name).observe(took)
+            old = self._typical.get(pool_name)
+            self._typical[pool_name] = took if old is None else _EWMA * took + (1 - _EWMA) * old
+            log.info("pool %s ready after %.2fs cold start", pool_name, took)
+        for future in self._waiters.get(pool_name, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def notify_all(self) -> None:
+        for pool_name in list(self._waiters):
+            self.notify(pool_name)

@@ -1,0 +1,116 @@
+"""The cold-start buffer in synthetic time: hold, wake in order, deadlines, queue limits."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.coldstart import ColdStart
+from gateway.errors import Unavailable
+from gateway.metrics import GatewayMetrics
+from gateway.runtime import Runtime
+from router import EndpointConfig, NoEndpoint, parse_config
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(enabled: bool = True, max_queue: int = 3,
+         max_wait_s: float = 30) -> tuple[ColdStart, Runtime, list[str], Clock]:
+    runtime = Runtime(parse_config({
+        "pools": {"cold": {"cold_start": {"enabled": enabled, "max_queue": max_queue,
+                                          "max_wait_s": max_wait_s},
+                           "discovery": {"type": "local", "url": "http://127.0.0.1:1"}}},
+        "models": {"m": {"pool": "cold"}},
+    }))
+    activated: list[str] = []
+    clock = Clock()
+    cs = ColdStart(runtime, GatewayMetrics(runtime, dict), activated.append, clock)
+    return cs, runtime, activated, clock
+
+
+def bring_up(runtime: Runtime, cs: ColdStart) -> None:
+    runtime.set_endpoints("cold", [EndpointConfig(http="127.0.0.1:9")])
+    cs.notify("cold")
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_waiters_are_held_activated_once_and_woken_in_arrival_order() -> None:
+    cs, runtime, activated, clock = make()
+    order: list[int] = []
+
+    async def request(i: int) -> None:
+        await cs.wait("cold", None)
+        order.append(i)
+
+    tasks = [asyncio.create_task(request(i)) for i in range(3)]
+    await settle()
+    assert cs.queued() == {"cold": 3} and activated == ["cold"]
+    assert all(not t.done() for t in tasks)
+    clock.now += 4.0
+    bring_up(runtime, cs)
+    await asyncio.gather(*tasks)
+    assert order == [0, 1, 2] and cs.queued() == {"cold": 0}
+
+
+async def test_full_queue_is_503_with_retry_after() -> None:
+    cs, _, _, _ = make(max_queue=1)
+    first = asyncio.create_task(cs.wait("cold", None))
+    await settle()
+    with pytest.raises(Unavailable, match="queue is full") as err:
+        await cs.wait("cold", None)
+    assert err.value.retry_after_s >= 1
+    first.cancel()
+
+
+async def test_deadline_before_predicted_ready_is_answered_at_once() -> None:
+    cs, runtime, _, clock = make()
+    waiter = asyncio.create_task(cs.wait("cold", None))
+    await settle()
+    clock.now += 10.0  # this pool takes 10 s to start
+    bring_up(runtime, cs)
+    await waiter
+    runtime.set_endpoints("cold", [])  # back to zero
+    clock.now += 100
+    with pytest.raises(Unavailable, match=r"ready in about 10\.0s") as err:
+        await cs.wait("cold", 2.0)
+    assert err.value.retry_after_s == 10
+    # A request with a longer deadline is held.
+    held = asyncio.create_task(cs.wait("cold", 15.0))
+    await settle()
+    assert not held.done()
+    held.cancel()
+
+
+async def test_wait_runs_out_as_503() -> None:
+    cs, _, _, _ = make(max_wait_s=0.05)
+    with pytest.raises(Unavailable, match="no ready endpoint within"):
+        await cs.wait("cold", None)
+    assert cs.queued() == {"cold": 0}
+
+
+async def test_pool_without_cold_start_fails_fast() -> None:
+    cs, _, activated, _ = make(enabled=False)
+    with pytest.raises(NoEndpoint):
+        await cs.wait("cold", None)
+    assert activated == []
+
+
+async def test_notify_without_ready_endpoint_keeps_waiting() -> None:
+    cs, _, _, _ = make()
+    waiter = asyncio.create_task(cs.wait("cold", None))
+    await settle()
+    cs.notify("cold")
+    await settle()
+    assert not waiter.done()
+    waiter.cancel()
