@@ -86,7 +86,7 @@ class Faults:
     delay_ms: float = 0.0
 
 
-def _classifier(version: int, faults: Faults = Faults()) -> DemoModel:
+def _classifier(version: int, faults: Faults = Faults(), name: str = "classifier") -> DemoModel:
     rng = random.Random(version)
 
     def fn(INPUT: np.ndarray) -> dict[str, np.ndarray]:
@@ -99,7 +99,7 @@ def _classifier(version: int, faults: Faults = Faults()) -> DemoModel:
         return {"PROBS": probs, "LABEL": probs.argmax(axis=-1).astype(np.int64)[:, None]}
 
     return DemoModel(
-        "classifier", version, fn,
+        name, version, fn,
         (TensorSpec("INPUT", np.float32, (FEATURES,)),),
         (TensorSpec("PROBS", np.float32, (CLASSES,)), TensorSpec("LABEL", np.int64, (1,))),
     )
@@ -166,6 +166,8 @@ def demo_models(names: list[str], classifier_version: int = 1,
                 faults: Faults = Faults()) -> list[DemoModel]:
     factories: dict[str, Callable[[], DemoModel]] = {
         "classifier": lambda: _classifier(classifier_version, faults),
+        # The same classifier under another name, served by the demo's scale-to-zero pool.
+        "cold-classifier": lambda: _classifier(classifier_version, faults, "cold-classifier"),
         "embedder": _embedder,
         "identity": _identity,
         "streamer": _streamer,

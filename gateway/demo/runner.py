@@ -37,17 +37,25 @@ class DemoSettings:
     grpc_port: int = 8001
     triton_instances: int = 2
     log_level: str = "info"
+    autoscaler_port: int = 9096
 
 
-def demo_config(main: list[TritonProcess], canary: TritonProcess,
-                shadow: TritonProcess) -> dict[str, Any]:
+def demo_config(main: list[TritonProcess], canary: TritonProcess, shadow: TritonProcess,
+                gateway_url: str = "", autoscaler_url: str = "") -> dict[str, Any]:
     def pool(procs: list[TritonProcess]) -> dict[str, Any]:
         return {"endpoints": [{"http": p.http, "grpc": p.grpc, "metrics": p.metrics}
                               for p in procs],
                 "health": {"probe_interval_s": 1.0}}
 
     return {
-        "pools": {"cpu": pool(main), "canary": pool([canary]), "shadow": pool([shadow])},
+        "pools": {
+            "cpu": pool(main), "canary": pool([canary]), "shadow": pool([shadow]),
+            # Scaled to zero by the autoscaler's local actuator: requests are held while a
+            # Triton replica starts, and the pool goes back to zero after 20 s without traffic.
+            "cold": {"discovery": {"type": "local", "url": autoscaler_url},
+                     "cold_start": {"enabled": True, "max_wait_s": 120},
+                     "health": {"probe_interval_s": 1.0}},
+        },
         "models": {
             "classifier": {
                 "pool": "cpu",
@@ -65,6 +73,14 @@ def demo_config(main: list[TritonProcess], canary: TritonProcess,
             },
             "embedder": {"pool": "cpu"},
             "identity": {"pool": "cpu"},
+            "cold-classifier": {"pool": "cold"},
+        },
+        "autoscaling": {
+            "signals": {"gateways": [gateway_url]},
+            "pools": {"cold": {
+                "min_replicas": 0, "max_replicas": 2, "targets": {"rate_per_replica": 200},
+                "scale_to_zero_grace_s": 20, "local": {"models": ["cold-classifier"]},
+            }},
         },
     }
 
@@ -106,6 +122,11 @@ servegate demo is up: gateway {base}, gRPC {s.host}:{s.grpc_port}
   curl -si -H 'x-servegate-variant: canary' {base}/v2/models/classifier/infer -d '{body}'
   # 10% of classifier calls are mirrored to v3 and compared with the answer the client got:
   curl -s {base}/metrics | grep -E 'servegate_(shadow|split|variant)'
+
+  # the pool "cold" is at zero: this request is held while the autoscaler starts a Triton,
+  # and the response says how long it waited; 20 s later the pool is back at zero
+  curl -si {base}/v2/models/cold-classifier/infer -d '{body}' | grep -i x-servegate-cold
+  curl -s http://{s.host}:{s.autoscaler_port}/status
 
   # admin API (token in {token_path})
   curl -s {admin} {base}/admin/routes
@@ -167,6 +188,7 @@ def run_demo(s: DemoSettings) -> int:
         signal.signal(sig, lambda *_: stop.set())
     tritons: list[TritonProcess] = []
     gateway: subprocess.Popen[bytes] | None = None
+    autoscaler: subprocess.Popen[bytes] | None = None
     try:
         print(f"starting {s.triton_instances + 2} Triton servers ...", flush=True)
         try:
@@ -176,29 +198,45 @@ def run_demo(s: DemoSettings) -> int:
             return 1
         workdir = Path(tempfile.mkdtemp(prefix="servegate-demo-"))
         config_path = workdir / "servegate.yaml"
+        gateway_url = f"http://{s.host}:{s.http_port}"
+        autoscaler_url = f"http://{s.host}:{s.autoscaler_port}"
         config_path.write_text(yaml.safe_dump(
-            demo_config(tritons[:-2], tritons[-2], tritons[-1]), sort_keys=False))
+            demo_config(tritons[:-2], tritons[-2], tritons[-1], gateway_url, autoscaler_url),
+            sort_keys=False))
         token_path = workdir / "admin-token"
         token_path.write_text(secrets.token_urlsafe(24) + "\n")
         token_path.chmod(0o600)
         gateway = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config_path),
              "--host", s.host, "--http-port", str(s.http_port), "--grpc-port", str(s.grpc_port),
-             "--watch", "--log-level", s.log_level, "--admin-token-file", str(token_path)],
+             "--watch", "--log-level", s.log_level, "--admin-token-file", str(token_path),
+             "--autoscaler-url", autoscaler_url],
+            start_new_session=True)
+        autoscaler = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "autoscaler", "--config", str(config_path),
+             "--actuator", "local", "--host", s.host, "--status-port", str(s.autoscaler_port)],
             start_new_session=True)
         wait_ready(f"http://{s.host}:{s.http_port}/v2/health/ready", 30, gateway)
+        wait_ready(f"{autoscaler_url}/status", 30, autoscaler)
         print(_banner(s, config_path, token_path), flush=True)
         while not stop.wait(0.5):
-            if gateway.poll() is not None:
-                print("gateway exited", file=sys.stderr)
-                return 1
+            for name, proc in (("gateway", gateway), ("autoscaler", autoscaler)):
+                if proc.poll() is not None:
+                    print(f"{name} exited", file=sys.stderr)
+                    return 1
         return 0
     finally:
         print("stopping ...", flush=True)
-        if gateway is not None and gateway.poll() is None:
-            gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(15)
-            except subprocess.TimeoutExpired:
-                gateway.kill()
+        for proc in (gateway, autoscaler):
+            _terminate(proc)
         _stop_all(tritons)
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -33,7 +33,7 @@ def config(gateway_url: str) -> dict[str, Any]:
         "models": {"identity": {"pool": "demo"}},
         "autoscaling": {
             "signals": {"gateways": [gateway_url], "scrape_interval_s": 0.5},
-            "controller": {"tick_s": 0.25},
+            "controller": {"tick_s": 0.25, "history": 10000},  # keep every decision
             "pools": {"demo": {
                 "min_replicas": 0, "max_replicas": 1,
                 "targets": {"concurrency_per_replica": 4},

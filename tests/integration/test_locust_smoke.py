@@ -83,7 +83,8 @@ def demo() -> Iterator[Demo]:
     http_port, grpc_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
-         "--grpc-port", str(grpc_port), "--triton-instances", "1", "--log-level", "warning"],
+         "--grpc-port", str(grpc_port), "--autoscaler-port", str(free_port()),
+         "--triton-instances", "1", "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         start_new_session=True)
     d = Demo(proc, http_port, grpc_port)
