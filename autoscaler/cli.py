@@ -83,6 +83,9 @@ def _add_autoscaler(sub: Any) -> None:
                    help="/status, /metrics, /activate (default %(default)d)")
     a.add_argument("--keda-port", type=int, default=9095,
                    help="KEDA external scaler gRPC port, --actuator keda (default %(default)d)")
+    a.add_argument("--serve-keda", action="store_true",
+                   help="with another --actuator, also serve KEDA's external scaler on "
+                        "--keda-port, reporting the same decisions (the demo does)")
     a.add_argument("--gateway", action="append", default=[], metavar="URL",
                    help="a gateway replica to scrape (adds to autoscaling.signals.gateways)")
     a.add_argument("--redis-url", default=None,
@@ -121,7 +124,8 @@ def _run_autoscaler(args: argparse.Namespace) -> int:
         lease_renew_s=max(args.lease_duration_s / 5, 0.2), identity=args.identity)
     return run_loop(AutoscalerSettings(
         config_path=args.config, actuator=args.actuator, host=args.host,
-        status_port=args.status_port, keda_port=args.keda_port, gateways=tuple(args.gateway),
+        status_port=args.status_port, keda_port=args.keda_port, serve_keda=args.serve_keda,
+        gateways=tuple(args.gateway),
         redis_url=args.redis_url, kube=kube))
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from autoscaler.actuators.base import Actuator, ExportedActuator
+from autoscaler.actuators.base import Actuator, ExportedActuator, TeeActuator
 from autoscaler.collector import Collector, GpuSource, ScrapedGateways, TritonSource
 from autoscaler.errors import AutoscalerError, KubernetesError, SetupError
 from autoscaler.loop import Controller, RealTicker, Ticker
@@ -73,6 +73,8 @@ class AutoscalerSettings:
     host: str = "0.0.0.0"
     status_port: int = 9096
     keda_port: int = 9095
+    # With another actuator: also serve KEDA's external scaler, reporting the same decisions.
+    serve_keda: bool = False
     gateways: tuple[str, ...] = ()  # in addition to autoscaling.signals.gateways
     redis_url: str | None = None  # activations; default: autoscaling.signals.redis_url
     kube: KubeSettings = field(default_factory=KubeSettings)
@@ -196,6 +198,13 @@ class Autoscaler:
         return None
 
     async def _actuator(self) -> Actuator:
+        primary = await self._primary_actuator()
+        if self.settings.serve_keda and self.settings.actuator != "keda":
+            minimums = {pool: spec.min_replicas for pool, spec in self.specs.items()}
+            return TeeActuator(primary, await self._keda(minimums))
+        return primary
+
+    async def _primary_actuator(self) -> Actuator:
         kind = self.settings.actuator
         minimums = {pool: spec.min_replicas for pool, spec in self.specs.items()}
         if kind == "local":

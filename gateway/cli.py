@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--autoscaler-port", type=int, default=9096,
                       help="the autoscaler's status server (/status, /activate)")
+    demo.add_argument("--keda-port", type=int, default=9095,
+                      help="KEDA's external scaler (gRPC), served by the demo's autoscaler")
     demo.add_argument("--triton-instances", type=int, default=2,
                       help="Triton servers in the demo's main pool")
     demo.add_argument("--log-level", default="info")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(DemoSettings(
                 host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                 triton_instances=args.triton_instances, log_level=args.log_level,
-                autoscaler_port=args.autoscaler_port))
+                autoscaler_port=args.autoscaler_port, keda_port=args.keda_port))
         elif args.command == "check-config":
             from gateway.config import load_config_file
 

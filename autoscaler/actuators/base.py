@@ -62,3 +62,24 @@ class ExportedActuator:
         if self._size.get(pool) != replicas:
             self._size[pool] = replicas
             self.changes += 1
+
+
+class TeeActuator:
+    """``primary`` acts; ``mirror`` is told every decision too (e.g. the local actuator runs
+    the replicas while KEDA's external scaler reports the same numbers)."""
+
+    def __init__(self, primary: Actuator, mirror: Actuator) -> None:
+        self.primary = primary
+        self.mirror = mirror
+
+    async def current(self, pool: str) -> int:
+        return await self.primary.current(pool)
+
+    async def scale(self, pool: str, replicas: int) -> None:
+        await self.primary.scale(pool, replicas)
+        await self.mirror.scale(pool, replicas)
+
+    async def ready(self, pool: str) -> int:
+        if isinstance(self.primary, ReadyCounter):
+            return await self.primary.ready(pool)
+        return await self.primary.current(pool)

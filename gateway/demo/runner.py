@@ -38,6 +38,7 @@ class DemoSettings:
     triton_instances: int = 2
     log_level: str = "info"
     autoscaler_port: int = 9096
+    keda_port: int = 9095
 
 
 def demo_config(main: list[TritonProcess], canary: TritonProcess, shadow: TritonProcess,
@@ -127,6 +128,8 @@ servegate demo is up: gateway {base}, gRPC {s.host}:{s.grpc_port}
   # and the response says how long it waited; 20 s later the pool is back at zero
   curl -si {base}/v2/models/cold-classifier/infer -d '{body}' | grep -i x-servegate-cold
   curl -s http://{s.host}:{s.autoscaler_port}/status
+  # KEDA's external scaler (externalscaler.ExternalScaler, scalerMetadata pool=cold) is served
+  # on {s.host}:{s.keda_port}
 
   # admin API (token in {token_path})
   curl -s {admin} {base}/admin/routes
@@ -214,7 +217,8 @@ def run_demo(s: DemoSettings) -> int:
             start_new_session=True)
         autoscaler = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "autoscaler", "--config", str(config_path),
-             "--actuator", "local", "--host", s.host, "--status-port", str(s.autoscaler_port)],
+             "--actuator", "local", "--host", s.host, "--status-port", str(s.autoscaler_port),
+             "--serve-keda", "--keda-port", str(s.keda_port)],
             start_new_session=True)
         wait_ready(f"http://{s.host}:{s.http_port}/v2/health/ready", 30, gateway)
         wait_ready(f"{autoscaler_url}/status", 30, autoscaler)

@@ -84,6 +84,7 @@ def demo() -> Iterator[Demo]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
          "--grpc-port", str(grpc_port), "--autoscaler-port", str(free_port()),
+         "--keda-port", str(free_port()),
          "--triton-instances", "1", "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
         start_new_session=True)

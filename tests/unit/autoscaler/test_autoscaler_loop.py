@@ -283,3 +283,13 @@ def test_actuator_sections_of_the_config() -> None:
         with pytest.raises(ConfigError):
             parse_config({**base, "autoscaling": {"pools": {"cpu": {
                 "targets": {"rate_per_replica": 10}, **bad}}}})
+
+
+async def test_tee_actuator_tells_the_mirror_every_decision() -> None:
+    from autoscaler.actuators.base import ExportedActuator, TeeActuator
+
+    primary, mirror = ExportedActuator({"p": 0}), ExportedActuator({"p": 0})
+    tee = TeeActuator(primary, mirror)
+    await tee.scale("p", 2)
+    assert await tee.current("p") == 2 and await mirror.current("p") == 2
+    assert await tee.ready("p") == 2
