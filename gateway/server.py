@@ -34,6 +34,7 @@ from gateway.http.control import Control
 from gateway.metrics import GatewayMetrics
 from gateway.prober import Prober
 from gateway.proxy import Proxy
+from gateway.publisher import Publisher
 from gateway.runtime import Runtime
 from gateway.settings import GatewaySettings
 from gateway.shadow import ShadowMirror
@@ -133,6 +134,9 @@ async def serve(settings: GatewaySettings) -> None:
     tasks = [asyncio.create_task(gw.prober.run(), name="prober"),
              asyncio.create_task(gw.traffic.run(), name="traffic"),
              asyncio.create_task(gw.discovery.run(), name="discovery")]
+    if settings.redis_url:  # the autoscaler reads every replica's counters from Redis
+        publisher = Publisher(settings.redis_url, _replica_id(settings), gw.metrics, gw.runtime)
+        tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
     if settings.watch:
         tasks.append(asyncio.create_task(reloader.watch(settings.watch_interval_s), name="watch"))
     grpc_drain = None
@@ -183,8 +187,11 @@ async def _stop_grpc(grpc_server: grpc.aio.Server, stopping: asyncio.Event,
 def _store(settings: GatewaySettings) -> StateStore:
     if not settings.redis_url:
         return MemoryStore()
-    replica = settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
-    return RedisStore(settings.redis_url, replica)
+    return RedisStore(settings.redis_url, _replica_id(settings))
+
+
+def _replica_id(settings: GatewaySettings) -> str:
+    return settings.replica_id or f"{socket.gethostname()}:{os.getpid()}"
 
 
 def run(settings: GatewaySettings) -> None:

@@ -18,7 +18,7 @@ import pytest
 
 from gateway.demo.launch import TritonProcess, start_triton
 from tests.conftest import stop_all
-from tests.harness import GatewayProcess, LoadDriver, RedisProcess, start_gateway, wait_for
+from tests.harness import GatewayProcess, LoadDriver, start_gateway, start_redis, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -250,7 +250,8 @@ def test_rollout(triton_pool: list[TritonProcess], variants: dict[str, TritonPro
 
 def test_two_gateways_share_weights_through_redis(
         triton_pool: list[TritonProcess], variants: dict[str, TritonProcess],
-        redis_server: RedisProcess, tmp_path: Path) -> None:
+        tmp_path: Path) -> None:
+    redis_server = start_redis(tmp_path / "redis")  # its own: this test stops it
     config = split_config(triton_pool, variants["good"], canary_weight=50)
     args = ("--redis-url", redis_server.url)
     a = gateway_with(config, tmp_path / "a", *args, "--replica-id", "a")
@@ -273,6 +274,7 @@ def test_two_gateways_share_weights_through_redis(
     finally:
         a.stop()
         b.stop()
+        redis_server.stop()
 
 
 def test_grpc_calls_are_split_and_name_their_variant(split_gw: GatewayProcess) -> None:

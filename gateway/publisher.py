@@ -1,0 +1,97 @@
+"""Publishing this replica's counters to Redis for the autoscaler (fleet-wide signals).
+
+Where it sits: a background task of the gateway process when ``--redis-url`` is set. Every
+interval it reads the replica's own Prometheus registry (requests and latency buckets per
+model, in-flight per model, requests held per pool), groups models by the pool that serves
+them, and writes the hash of :mod:`router.gatewaystats` (``DEL``, ``HSET``, ``PEXPIRE`` in one
+transaction, TTL a few intervals, so a dead replica disappears). The autoscaler sums the
+hashes of all replicas, so its p99 comes from fleet-wide bucket deltas. Redis errors are
+logged and the next interval tries again; serving never depends on this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import defaultdict
+
+from gateway.metrics import GatewayMetrics
+from gateway.runtime import Runtime
+from router.gatewaystats import (
+    DEFAULT_TTL_S,
+    KEY_PREFIX,
+    GatewayStats,
+    ModelCounters,
+    build_hash_fields,
+    stats_key,
+)
+
+log = logging.getLogger("servegate.publisher")
+
+
+def snapshot(metrics: GatewayMetrics, runtime: Runtime, source: str, at: float) -> GatewayStats:
+    """This replica's counters now, keyed by (pool, model)."""
+    requests: dict[str, float] = defaultdict(float)
+    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    in_flight: dict[str, float] = {}
+    queued: dict[str, float] = {}
+    for family in metrics.registry.collect():
+        for s in family.samples:
+            model = s.labels.get("model", "")
+            if s.name == "servegate_requests_total":
+                requests[model] += s.value
+            elif s.name == "servegate_request_duration_seconds_bucket":
+                le = s.labels["le"]
+                buckets[model][math.inf if le == "+Inf" else float(le)] += s.value
+            elif s.name == "servegate_in_flight_requests":
+                in_flight[model] = s.value
+            elif s.name == "servegate_queued_requests" and s.value:
+                queued[s.labels["pool"]] = s.value
+    table = runtime.state.table
+    models: dict[tuple[str, str], ModelCounters] = {}
+    for route in table.routes():
+        if route.version or (route.model not in requests and route.model not in in_flight):
+            continue
+        models[(route.pool, route.model)] = ModelCounters(
+            in_flight=in_flight.get(route.model, 0.0), requests=requests.get(route.model, 0.0),
+            buckets=tuple(sorted(buckets.get(route.model, {}).items())))
+    return GatewayStats(source, at, models, queued)
+
+
+class Publisher:
+    def __init__(self, redis_url: str, replica_id: str, metrics: GatewayMetrics,
+                 runtime: Runtime, interval_s: float = 1.0, prefix: str = KEY_PREFIX) -> None:
+        import redis.asyncio as aioredis
+
+        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0,
+                                              socket_connect_timeout=1.0)
+        self.key = stats_key(replica_id, prefix)
+        self.replica_id = replica_id
+        self.metrics = metrics
+        self.runtime = runtime
+        self.interval_s = interval_s
+        self.ttl_ms = int(max(DEFAULT_TTL_S, interval_s * 5) * 1000)
+
+    async def publish_once(self) -> None:
+        fields = build_hash_fields(snapshot(self.metrics, self.runtime, self.replica_id,
+                                            time.time()))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.key)
+            pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
+            pipe.pexpire(self.key, self.ttl_ms)
+            await pipe.execute()
+
+    async def run(self) -> None:
+        import redis.exceptions
+
+        try:
+            while True:
+                try:
+                    await self.publish_once()
+                except (redis.exceptions.RedisError, OSError) as exc:
+                    log.warning("publishing gateway counters to redis failed: %s", exc)
+                await asyncio.sleep(self.interval_s)
+        finally:
+            await self._redis.aclose()
