@@ -129,13 +129,10 @@ class GatewayApp:
                                  time.perf_counter() - start)
             await respond(send, status, err_headers, err_body)
             return
-        if cold.waited_s:
-            response.headers.append(
-                (COLD_START_HEADER, str(round(cold.waited_s * 1000)).encode()))
+        _mark_cold_wait(response, cold)
         await respond(send, response.status, response.headers, response.body)
         self.metrics.observe(model, ep.address, "http", response.status,
                              time.perf_counter() - start)
-
 
     async def _split_call(self, scope: Scope, send: Any, route: Route, action: str,
                           headers: Headers, body: bytes, start: float) -> None:
@@ -188,13 +185,17 @@ class GatewayApp:
         if mirror is not None:
             mirror.set_result((response, elapsed))
         response.headers.append((VARIANT_HEADER, variant.encode()))
-        if cold.waited_s:
-            response.headers.append(
-                (COLD_START_HEADER, str(round(cold.waited_s * 1000)).encode()))
+        _mark_cold_wait(response, cold)
         await respond(send, response.status, response.headers, response.body)
         self.traffic.stats.record(route.model, variant, response.status < 500, elapsed)
         self.metrics.observe_variant(route.model, variant, response.status, elapsed)
         self.metrics.observe(route.model, ep.address, "http", response.status, elapsed)
+
+
+def _mark_cold_wait(response: UpstreamResponse, cold: ColdWait) -> None:
+    """A response that waited for a cold start says how long, in milliseconds."""
+    if cold.waited_s:
+        response.headers.append((COLD_START_HEADER, str(round(cold.waited_s * 1000)).encode()))
 
 
 def request_budget(scope: Scope, body: bytes) -> float | None:
