@@ -100,21 +100,7 @@ class Control:
             if not isinstance(doc, dict):
                 raise BadRequest("expected a JSON object")
             ready_only = bool(doc.get("ready", False))
-        state = self.runtime.state
-        models = []
-        for route in state.table.routes():
-            pool = state.pools[route.pool]
-            entry: dict[str, str] = {"name": route.model}
-            if route.version:
-                entry["version"] = route.version
-            if pool.admitted_count():
-                entry["state"] = "READY"
-            else:
-                entry["state"] = "UNAVAILABLE"
-                entry["reason"] = f"no healthy endpoint in pool '{pool.name}'"
-            if entry["state"] == "READY" or not ready_only:
-                models.append(entry)
-        await respond_json(send, 200, models)
+        await respond_json(send, 200, self.runtime.state.model_index(ready_only))
 
     async def _metrics(self, scope: Scope, receive: Any, send: Any) -> None:
         await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
