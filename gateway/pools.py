@@ -1,13 +1,16 @@
 """Runtime state of pools and endpoints: outstanding requests and health, per endpoint.
 
 Where it sits: built from the config by :class:`gateway.runtime.Runtime`; the proxy picks an
-endpoint (``router.pick_endpoint`` reads ``outstanding`` and ``admitted``), counts the request
-in and out, and reports transport failures; the prober reports probe results. A reload reuses
-the :class:`Endpoint` objects of addresses that stay, so health and counters carry over.
+endpoint (``router.pick_endpoint`` reads ``outstanding``, ``admitted`` and ``health``), starts a
+half-open trial when it picked one whose circuit is not closed, counts the request in and out,
+and reports the outcome; the prober reports probe results. Every change goes through the pure
+state machine in :mod:`router.health`. A reload reuses the :class:`Endpoint` objects of
+addresses that stay, so health and counters carry over.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,6 +26,9 @@ from router import (
     record_success,
     split_hostport,
 )
+from router.health import begin_trial, end_trial
+
+log = logging.getLogger("servegate.health")
 
 
 class Endpoint:
@@ -44,11 +50,30 @@ class Endpoint:
         return self.health.admitted
 
     def succeeded(self) -> None:
-        if self.health.consecutive_failures:
-            self.health = record_success(self.health)
+        h = self.health
+        if h.consecutive_failures or h.trial_at is not None:
+            self.health = record_success(h)
+            if not h.admitted and self.health.admitted:
+                log.warning("endpoint %s/%s re-admitted: trial request succeeded",
+                            self.pool, self.address)
 
     def failed(self, now: float, policy: HealthConfig, reason: str) -> None:
-        self.health = record_failure(self.health, now, policy, reason)
+        h = self.health
+        after = self.health = record_failure(h, now, policy, reason)
+        if not after.admitted and (h.admitted or h.trial_at is not None):
+            log.warning("endpoint %s/%s %s for %gs: %s", self.pool, self.address,
+                        "ejected" if h.admitted else "trial failed, ejected again",
+                        after.open_s, reason)
+
+    def start_trial(self, now: float, policy: HealthConfig) -> None:
+        """This endpoint was picked while its circuit is not closed: the request is its trial."""
+        self.health = begin_trial(self.health, now, policy)
+
+    def trial_unsettled(self) -> None:
+        """The request ended with no verdict on the endpoint (e.g. cancelled): if it was the
+        trial, let the next request be one."""
+        if self.health.trial_at is not None:
+            self.health = end_trial(self.health)
 
     def probed(self, ok: bool, now: float, policy: HealthConfig, reason: str,
                definite: bool) -> None:

@@ -1,7 +1,8 @@
 """Active health checks: ``GET /v2/health/ready`` on every endpoint, each at its pool's interval.
 
 Where it sits: a background task owned by the server runner. Results go through
-:mod:`router.health` (pure); together with the proxy's passive failure reports they decide
+:mod:`router.health` (pure); together with the proxy's passive failure reports and half-open
+trials (the circuit breaker, which alone brings endpoints back when probes are off) they decide
 which endpoints the balancer may pick. It re-reads the runtime snapshot on every tick, so
 endpoints added or removed by a reload are probed (or forgotten) without restarting it.
 """

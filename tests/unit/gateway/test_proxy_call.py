@@ -99,7 +99,7 @@ async def test_other_errors_are_not_retried(error: Exception, reported: bool) ->
 async def test_no_admitted_endpoint() -> None:
     proxy = make_proxy(1)
     ep = proxy.runtime.state.pools["cpu"].endpoints[0]
-    ep.probed(False, 1.0, proxy.runtime.state.pools["cpu"].config.health, "down", True)
+    ep.probed(False, 100.0, proxy.runtime.state.pools["cpu"].config.health, "down", True)
 
     async def send(ep: Endpoint) -> str:
         raise AssertionError("not called")
