@@ -6,11 +6,11 @@ answered with (:class:`~gateway.errors.UpstreamStatus`) passes through unchanged
 
     UnknownModel, NotFound                  NOT_FOUND
     BadRequest (malformed message, ...)     INVALID_ARGUMENT
-    PayloadTooLarge                         RESOURCE_EXHAUSTED
+    PayloadTooLarge, Overloaded             RESOURCE_EXHAUSTED
     Unsupported, MethodNotAllowed           UNIMPLEMENTED
     NoEndpoint, Unavailable,
     UpstreamConnectError, UpstreamBroken    UNAVAILABLE
-    UpstreamTimeout                         DEADLINE_EXCEEDED
+    UpstreamTimeout, RequestTimeout         DEADLINE_EXCEEDED
     UpstreamStatus                          the endpoint's own code and details
     any other GatewayError                  INTERNAL
     anything else                           INTERNAL "internal gateway error" (logged)
@@ -30,7 +30,9 @@ from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     Unavailable,
     Unsupported,
@@ -52,6 +54,7 @@ _CODE: dict[type[BaseException], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
     PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unsupported: grpc.StatusCode.UNIMPLEMENTED,
     MethodNotAllowed: grpc.StatusCode.UNIMPLEMENTED,
     NoEndpoint: grpc.StatusCode.UNAVAILABLE,
@@ -59,8 +62,11 @@ _CODE: dict[type[BaseException], grpc.StatusCode] = {
     UpstreamConnectError: grpc.StatusCode.UNAVAILABLE,
     UpstreamBroken: grpc.StatusCode.UNAVAILABLE,
     UpstreamTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     GatewayError: grpc.StatusCode.INTERNAL,
 }
+
+MAX_DETAILS_BYTES = 1024
 
 # grpc-gateway's mapping (google.rpc.Code -> HTTP), used for the status-class label only.
 _HTTP: dict[grpc.StatusCode, int] = {
@@ -87,12 +93,24 @@ _HTTP: dict[grpc.StatusCode, int] = {
 def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """``(code, details)`` for an error; unexpected exceptions become a logged INTERNAL."""
     if isinstance(exc, UpstreamStatus):
-        return grpc.StatusCode.__members__.get(exc.code, grpc.StatusCode.UNKNOWN), exc.details
+        return (grpc.StatusCode.__members__.get(exc.code, grpc.StatusCode.UNKNOWN),
+                bounded(exc.details))
     code = next((_CODE[c] for c in type(exc).__mro__ if c in _CODE), None)
     if code is None:
         log.exception("unhandled error", exc_info=exc)
         return grpc.StatusCode.INTERNAL, "internal gateway error"
-    return code, str(exc)
+    return code, bounded(str(exc))
+
+
+def bounded(details: str) -> str:
+    """At most ``MAX_DETAILS_BYTES`` of UTF-8: details travel percent-encoded in the
+    ``grpc-message`` trailer, and a client drops a call whose metadata passes 8 KiB (a
+    RESOURCE_EXHAUSTED of its own instead of the status sent), e.g. a 10 KB model name echoed
+    back in NOT_FOUND."""
+    raw = details.encode()
+    if len(raw) <= MAX_DETAILS_BYTES:
+        return details
+    return raw[:MAX_DETAILS_BYTES].decode(errors="ignore") + "..."
 
 
 def http_status(code: grpc.StatusCode) -> int:

@@ -1,11 +1,20 @@
-"""Tiny ASGI helpers shared by the REST handlers: read a bounded body, send a response."""
+"""Tiny ASGI helpers shared by the REST handlers: read a bounded body, send a response.
+
+Where it sits: between uvicorn and every REST handler. :func:`read_body` is the one place a
+request body is read: bounded in size (413 before reading when the declared length is over the
+limit, or as soon as the bytes received pass it) and, if asked, in time (408 when the whole
+body has not arrived within ``timeout_s``). The gateway's own server bounds the time at the
+connection instead (:mod:`gateway.http.protocol`, ``limits.body_timeout_s``), where it costs no
+timer per request; ``timeout_s`` is for an ASGI server without such a deadline.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from gateway.upstream import Headers
 
 Scope = dict[str, Any]
@@ -23,8 +32,11 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Any, limit: int) -> bytes:
-    """The whole request body; 413 before reading when Content-Length is over ``limit``."""
+async def read_body(scope: Scope, receive: Any, limit: int,
+                    timeout_s: float | None = None) -> bytes:
+    """The whole request body; 413 before reading when Content-Length is over ``limit``,
+    408 when a ``timeout_s`` is given and the body is not complete within it (one deadline
+    for all of it)."""
     declared = header(scope, b"content-length")
     if declared is not None:
         try:
@@ -33,6 +45,16 @@ async def read_body(scope: Scope, receive: Any, limit: int) -> bytes:
             raise BadRequest(f"invalid Content-Length header: {declared[:32]!r}") from None
         if size > limit:
             raise PayloadTooLarge(limit)
+    if timeout_s is None:
+        return await _receive_body(receive, limit)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _receive_body(receive, limit)
+    except TimeoutError:
+        raise RequestTimeout(timeout_s) from None
+
+
+async def _receive_body(receive: Any, limit: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:

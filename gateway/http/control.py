@@ -7,6 +7,8 @@
   admitted endpoint; optional body ``{"ready": true}`` keeps only ready ones
 - ``GET /v2/models/stats`` and ``/v2/models/{m}[/versions/{v}]/stats``: merged over endpoints
 - ``GET /metrics``: Prometheus text format
+- ``GET /openapi.json``: the OpenAPI 3 description of this REST surface
+  (``gateway/http/openapi.yaml``, read once when the gateway starts)
 - ``POST /v2/repository/models/{m}/load|unload``: refused (501); model control belongs to the
   Triton pools, not to a gateway that fronts many of them
 - ``/admin/...``: the token-protected admin API (:mod:`gateway.admin`)
@@ -17,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Iterable
+from importlib import resources
 from typing import Any
+
+import yaml
 
 from gateway import __version__
 from gateway.errors import (
@@ -57,7 +62,9 @@ class Control:
             "/v2/repository/index": ("POST", self._index),
             "/v2/models/stats": ("GET", self._all_stats),
             "/metrics": ("GET", self._metrics),
+            "/openapi.json": ("GET", self._openapi),
         }
+        self._openapi_doc = load_openapi()
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         path = scope["path"]
@@ -101,6 +108,9 @@ class Control:
                 raise BadRequest("expected a JSON object")
             ready_only = bool(doc.get("ready", False))
         await respond_json(send, 200, self.runtime.state.model_index(ready_only))
+
+    async def _openapi(self, scope: Scope, receive: Any, send: Any) -> None:
+        await respond(send, 200, [(b"content-type", b"application/json")], self._openapi_doc)
 
     async def _metrics(self, scope: Scope, receive: Any, send: Any) -> None:
         await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
@@ -150,3 +160,9 @@ class Control:
                 await respond_json(send, 503, {"error": "no endpoint answered the statistics call"})
             return
         await respond_json(send, 200, merge_model_stats(docs))
+
+
+def load_openapi() -> bytes:
+    """The packaged OpenAPI document (YAML, anchors expanded) as compact JSON bytes."""
+    text = (resources.files("gateway") / "http" / "openapi.yaml").read_text(encoding="utf-8")
+    return json.dumps(yaml.safe_load(text), separators=(",", ":")).encode()

@@ -15,7 +15,9 @@ from gateway.errors import (
     GatewayError,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     Unavailable,
     Unsupported,
@@ -37,7 +39,9 @@ _STATUS: dict[type[BaseException], int] = {
     UnknownModel: 404,
     UnknownVariant: 400,
     MethodNotAllowed: 405,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
+    Overloaded: 429,
     Unavailable: 503,
     NoEndpoint: 503,
     UpstreamConnectError: 503,
@@ -48,6 +52,8 @@ _STATUS: dict[type[BaseException], int] = {
 }
 
 JSON = (b"content-type", b"application/json")
+# Error messages echo parts of the request (model names, header values); bounded in size.
+MAX_MESSAGE_CHARS = 1024
 
 
 def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
@@ -58,8 +64,10 @@ def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
         status, message = 500, "internal gateway error"
     else:
         message = str(exc)
+        if len(message) > MAX_MESSAGE_CHARS:  # e.g. a 60 KB model name from the URL
+            message = message[:MAX_MESSAGE_CHARS] + "..."
     headers: Headers = [JSON]
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, Unavailable | Overloaded):
         headers.append((b"retry-after", str(exc.retry_after_s).encode()))
     elif status == 503:
         headers.append((b"retry-after", b"1"))
@@ -67,4 +75,6 @@ def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
         headers.append((b"www-authenticate", b"Bearer"))
     if isinstance(exc, MethodNotAllowed):
         headers.append((b"allow", exc.allowed.encode()))
+    if isinstance(exc, RequestTimeout | PayloadTooLarge):  # the body was not read to its end
+        headers.append((b"connection", b"close"))
     return status, headers, json.dumps({"error": message}).encode()
