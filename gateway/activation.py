@@ -2,7 +2,8 @@
 
 Where it sits: called by :class:`gateway.coldstart.ColdStart` when the first request of a
 cold start is held. Fire and forget: the request keeps waiting whatever happens here, and a
-failure is logged (the autoscaler also sees ``servegate_queued_requests`` when it scrapes).
+failure is logged, once per outage (the autoscaler also sees ``servegate_queued_requests``
+when it scrapes, and the Redis counters once they are back).
 
 - ``POST {autoscaler_url}/activate`` with ``{"pool": name}`` (the sidecar's status server);
 - ``PUBLISH servegate:activate <pool>`` when the gateway has a Redis URL.
@@ -16,6 +17,7 @@ import logging
 from urllib.parse import urlsplit
 
 from gateway.errors import UpstreamError
+from gateway.outage import Outage
 from gateway.upstream import Upstream
 
 log = logging.getLogger("servegate.activation")
@@ -34,10 +36,15 @@ class Activator:
         self._redis = None
         if redis_url:
             import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
             self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0,
-                                                  socket_connect_timeout=1.0)
+                                                  socket_connect_timeout=1.0,
+                                                  retry=Retry(NoBackoff(), 1))
         self._tasks: set[asyncio.Task[None]] = set()
+        self.http_outage = Outage(log, "autoscaler /activate")
+        self.redis_outage = Outage(log, "redis activation channel")
 
     def __call__(self, pool: str) -> None:
         task = asyncio.get_running_loop().create_task(self._send(pool))
@@ -53,15 +60,18 @@ class Activator:
                     [(b"content-type", b"application/json")], body, 0.5, 2.0)
                 if resp.status >= 300:
                     log.warning("activation of %s: autoscaler answered %d", pool, resp.status)
+                self.http_outage.ok()
             except UpstreamError as exc:
-                log.warning("activation of %s failed: %s", pool, exc)
+                self.http_outage.failed(exc, f"activation of {pool} not sent")
         if self._redis is not None:
             import redis.exceptions
 
             try:
                 await self._redis.publish(CHANNEL, pool)
             except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("activation of %s via redis failed: %s", pool, exc)
+                self.redis_outage.failed(exc, f"activation of {pool} not sent")
+            else:
+                self.redis_outage.ok()
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -13,7 +13,11 @@ failing, in a bounded per-pool FIFO:
   earlier than the predicted ready time (an average of this pool's past cold starts) it is
   answered at once with 503 + Retry-After instead of being held to time out; a full queue is a
   503 + Retry-After too. Nothing is dropped silently or sent twice: a waiter either proceeds
-  to exactly one upstream call or gets an error.
+  to exactly one upstream call or gets an error;
+- when the gateway shuts down (:meth:`ColdStart.drain`), waiting goes on (a pool that becomes
+  ready in time still serves its queue) but no wait outlasts the drain deadline: whoever is
+  still held then gets 503 + Retry-After, so the connection is answered, not dropped when the
+  server's grace period ends.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class ColdStart:
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._started: dict[str, float] = {}  # pool -> when its current cold start began
         self._typical: dict[str, float] = {}  # pool -> average cold start duration
+        self._drain_at: float | None = None  # shutting down: no wait ends later than this
 
     def queued(self) -> dict[str, int]:
         return {pool: len(q) for pool, q in self._waiters.items()}
@@ -88,7 +93,13 @@ class ColdStart:
             raise Unavailable(f"pool '{pool_name}' is starting and its queue is full "
                               f"({cfg.max_queue} waiting)", retry)
         limit = cfg.max_wait_s if budget_s is None else min(budget_s, cfg.max_wait_s)
-        if predicted is not None and limit < predicted:
+        draining = self._drain_at is not None and self._drain_at - now < limit
+        if draining:
+            assert self._drain_at is not None
+            limit = max(self._drain_at - now, 0.0)
+        if (predicted is not None and limit < predicted) or (draining and limit <= 0):
+            if draining:
+                raise self._shutting_down(pool_name, retry)
             raise Unavailable(f"pool '{pool_name}' is starting: ready in about {predicted:.1f}s, "
                               f"after this request's deadline ({limit:.1f}s)", retry)
         if pool_name not in self._started:
@@ -96,21 +107,53 @@ class ColdStart:
             self.metrics.activations.labels(pool_name).inc()
             log.info("pool %s has no ready endpoint: holding requests, activating", pool_name)
             self._activate(pool_name)
+        try:
+            await self._hold(queue, limit)
+        except _Drained:
+            raise self._shutting_down(pool_name, retry) from None
+        except TimeoutError:
+            if draining:
+                raise self._shutting_down(pool_name, retry) from None
+            raise Unavailable(f"pool '{pool_name}' had no ready endpoint within {limit:g}s",
+                              retry) from None
+        waited = self._clock() - now
+        self.metrics.cold_start_wait.labels(pool_name).observe(waited)
+        return waited
+
+    async def _hold(self, queue: deque[asyncio.Future[None]], limit: float) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(future)
         try:
             await asyncio.wait_for(future, limit)
-        except TimeoutError:
-            raise Unavailable(f"pool '{pool_name}' had no ready endpoint within {limit:g}s",
-                              retry) from None
         finally:
             if not future.done():
                 future.cancel()
             with contextlib.suppress(ValueError):
                 queue.remove(future)
-        waited = self._clock() - now
-        self.metrics.cold_start_wait.labels(pool_name).observe(waited)
-        return waited
+
+    @staticmethod
+    def _shutting_down(pool_name: str, retry: int) -> Unavailable:
+        return Unavailable(f"the gateway is shutting down and pool '{pool_name}' has no ready "
+                           "endpoint yet; retry on another replica", retry)
+
+    def drain(self, within_s: float) -> None:
+        """Shutting down: every wait, held now or started later, ends within ``within_s``.
+
+        Waiters keep waiting until then (a pool that becomes ready still serves them); the
+        ones still held at the deadline get 503 + Retry-After.
+        """
+        self._drain_at = self._clock() + within_s
+        asyncio.get_running_loop().call_later(within_s, self._end_waits)
+        held = sum(len(q) for q in self._waiters.values())
+        if held:
+            log.info("draining: %d request(s) held for a cold start wait at most %.1fs more",
+                     held, within_s)
+
+    def _end_waits(self) -> None:
+        for queue in self._waiters.values():
+            for future in queue:
+                if not future.done():
+                    future.set_exception(_Drained())
 
     def notify(self, pool_name: str) -> None:
         """An endpoint of ``pool_name`` may have become ready: wake its waiters in order."""
@@ -131,3 +174,7 @@ class ColdStart:
     def notify_all(self) -> None:
         for pool_name in list(self._waiters):
             self.notify(pool_name)
+
+
+class _Drained(Exception):
+    """Set on a held request's future when the drain deadline comes."""

@@ -5,8 +5,10 @@ interval it reads the replica's own Prometheus registry (requests and latency bu
 model, in-flight per model, requests held per pool), groups models by the pool that serves
 them, and writes the hash of :mod:`router.gatewaystats` (``DEL``, ``HSET``, ``PEXPIRE`` in one
 transaction, TTL a few intervals, so a dead replica disappears). The autoscaler sums the
-hashes of all replicas, so its p99 comes from fleet-wide bucket deltas. Redis errors are
-logged and the next interval tries again; serving never depends on this.
+hashes of all replicas, so its p99 comes from fleet-wide bucket deltas. Serving never depends
+on this: while Redis is down every interval fails fast (one immediate retry, no backoff), the
+outage is logged once (then once a minute, :class:`gateway.outage.Outage`), and the first
+interval after Redis is back publishes again; an unexpected error is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections import defaultdict
 
 from gateway.metrics import GatewayMetrics
+from gateway.outage import Outage
 from gateway.runtime import Runtime
 from router.gatewaystats import (
     DEFAULT_TTL_S,
@@ -64,9 +67,14 @@ class Publisher:
     def __init__(self, redis_url: str, replica_id: str, metrics: GatewayMetrics,
                  runtime: Runtime, interval_s: float = 1.0, prefix: str = KEY_PREFIX) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0,
-                                              socket_connect_timeout=1.0)
+                                              socket_connect_timeout=1.0,
+                                              retry=Retry(NoBackoff(), 1))
+        self.outage = Outage(log, "redis (gateway counters for the autoscaler)")
+        self.published = 0  # successful intervals
         self.key = stats_key(replica_id, prefix)
         self.replica_id = replica_id
         self.metrics = metrics
@@ -91,7 +99,12 @@ class Publisher:
                 try:
                     await self.publish_once()
                 except (redis.exceptions.RedisError, OSError) as exc:
-                    log.warning("publishing gateway counters to redis failed: %s", exc)
+                    self.outage.failed(exc, "the autoscaler sees no counters from this replica")
+                except Exception:  # a bug here must not end publishing for good
+                    log.exception("publishing gateway counters failed")
+                else:
+                    self.published += 1
+                    self.outage.ok()
                 await asyncio.sleep(self.interval_s)
         finally:
             await self._redis.aclose()

@@ -15,8 +15,12 @@ class ServerSettings:
     http_port: int = 8000
     grpc_port: int = 8001  # 0: no gRPC front door
     log_level: str = "info"
-    # Seconds uvicorn waits for in-flight requests on shutdown.
+    # SIGTERM: seconds to finish in-flight requests (REST and gRPC) and cold-start waits once
+    # the listeners are closed; requests still held for a cold start get 503 just before.
     graceful_shutdown_s: float = 30.0
+    # SIGTERM: seconds to keep serving with readiness false before closing the listeners, so
+    # Kubernetes can take the pod out of its Service endpoints first.
+    shutdown_delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class GatewaySettings:
     replica_id: str = ""
     # The admin API's token; None disables the admin API (every call gets 403).
     admin_token: str | None = None
+    # API keys (tenant -> key hashes) when the config turns auth on; None: $SERVEGATE_API_KEYS.
+    api_keys_file: Path | None = None
     # Rollout driver tick and shared-state resync period.
     traffic_tick_s: float = 2.0
     resync_s: float = 1.0

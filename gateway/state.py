@@ -8,8 +8,16 @@ lead rollouts with an expiring lock, and collects each replica's variant statist
 TTL so the leader judges the whole fleet. Redis errors become :class:`StateStoreError`; the
 manager keeps serving with the last state it knew.
 
+Redis outages: nothing on the request path touches the store, so serving goes on. A change
+saved while Redis is unreachable is applied by the caller at once and kept here as pending;
+the next successful :meth:`RedisStore.load` (the manager resyncs every second) writes and
+announces it first, so replicas converge on it. Redis restarted empty (no ``epoch`` key) is
+re-seeded from the state this replica last knew (``HSETNX``: the first replica back wins, the
+others then read it) instead of every replica falling back to the config's weights.
+
 Keys (``prefix`` defaults to ``servegate:``): ``weights`` and ``rollouts`` (hash: model ->
-JSON), ``events`` (channel), ``leader:<name>`` (string with PX expiry), ``vstats:<replica>``
+JSON), ``events`` (channel), ``epoch`` (string: set once per Redis lifetime; its absence means
+Redis lost the state), ``leader:<name>`` (string with PX expiry), ``vstats:<replica>``
 (string with expiry: JSON of that replica's cumulative variant counters).
 """
 
@@ -19,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -80,6 +89,20 @@ class MemoryStore:
         return None
 
 
+_GONE = object()
+
+
+def _parsed(key: str, raw: dict[Any, Any]) -> dict[str, Any]:
+    """JSON values of a hash; one that does not parse is skipped, not fatal to the resync."""
+    out: dict[str, Any] = {}
+    for model, value in raw.items():
+        try:
+            out[str(model)] = json.loads(value)
+        except ValueError:
+            log.warning("ignoring the unreadable %s of %s in redis: %.80r", key, model, value)
+    return out
+
+
 def _put(target: dict[str, Any], key: str, value: Any) -> None:
     if value is None:
         target.pop(key, None)
@@ -101,30 +124,96 @@ class RedisStore:
     def __init__(self, url: str, replica_id: str, prefix: str = "servegate:",
                  socket_timeout_s: float = 1.0) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
+        # One immediate retry (a pooled connection may have died with a restarted Redis),
+        # no backoff: callers have their own cadence and must not stall while Redis is down.
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
-            decode_responses=True)
+            decode_responses=True, retry=Retry(NoBackoff(), 1))
         self.replica_id = replica_id
         self.prefix = prefix
+        self._known = Snapshot()  # the state this replica last read or wrote
+        self._pending: dict[tuple[str, str], Any] = {}  # (hash, model) -> value; None deletes
+        self._reachable = True
 
     def _k(self, name: str) -> str:
         return self.prefix + name
 
+    @property
+    def pending(self) -> int:
+        """Changes saved while Redis was unreachable and not written yet."""
+        return len(self._pending)
+
     async def load(self) -> Snapshot:
-        async with _redis_errors("load"):
-            weights = await self._redis.hgetall(self._k("weights"))
-            rollouts = await self._redis.hgetall(self._k("rollouts"))
-        return Snapshot({m: json.loads(v) for m, v in weights.items()},
-                        {m: json.loads(v) for m, v in rollouts.items()})
+        """Redis's state, after re-seeding an emptied Redis and writing pending changes."""
+        try:
+            async with _redis_errors("load"):
+                await self._reconcile()
+                weights = await self._redis.hgetall(self._k("weights"))
+                rollouts = await self._redis.hgetall(self._k("rollouts"))
+        except StateStoreError:
+            self._reachable = False
+            raise
+        self._reachable = True
+        self._known = Snapshot(_parsed("weights", weights), _parsed("rollouts", rollouts))
+        return Snapshot(dict(self._known.weights), dict(self._known.rollouts))
+
+    async def _reconcile(self) -> None:
+        if not await self._redis.exists(self._k("epoch")):
+            await self._seed()
+        for item, value in list(self._pending.items()):
+            if self._pending.get(item, _GONE) is not value:
+                continue  # changed meanwhile: the newer value is written instead
+            del self._pending[item]
+            try:
+                await self._write(*item, value)
+            except BaseException:
+                self._pending.setdefault(item, value)
+                raise
+            log.info("wrote the %s of %s changed while redis was unreachable", *item)
+
+    async def _seed(self) -> None:
+        """Redis has no state of ours (new, or restarted empty): put back what we know."""
+        known = self._known
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for model, weights in known.weights.items():
+                pipe.hsetnx(self._k("weights"), model, json.dumps(weights))
+            for model, doc in known.rollouts.items():
+                pipe.hsetnx(self._k("rollouts"), model, json.dumps(doc))
+            pipe.set(self._k("epoch"), uuid.uuid4().hex, nx=True)
+            await pipe.execute()
+        if known.weights or known.rollouts:
+            log.warning("redis had lost the shared state (restarted empty?): re-seeded it with "
+                        "this replica's %d weights and %d rollouts", len(known.weights),
+                        len(known.rollouts))
+            await self._redis.publish(self._k("events"), f"seed::{self.replica_id}")
+
+    async def _write(self, key: str, model: str, value: Any) -> None:
+        if value is None:
+            await self._redis.hdel(self._k(key), model)
+        else:
+            await self._redis.hset(self._k(key), model, json.dumps(value))
+        await self._redis.publish(self._k("events"), f"{key}:{model}:{self.replica_id}")
 
     async def _save(self, key: str, model: str, value: Any) -> None:
-        async with _redis_errors(f"save {key}"):
-            if value is None:
-                await self._redis.hdel(self._k(key), model)
-            else:
-                await self._redis.hset(self._k(key), model, json.dumps(value))
-            await self._redis.publish(self._k("events"), f"{key}:{model}:{self.replica_id}")
+        """Write and announce; while Redis is unreachable, keep it pending (no error)."""
+        _put(self._known.weights if key == "weights" else self._known.rollouts, model, value)
+        if self._reachable:
+            self._pending.pop((key, model), None)
+            try:
+                async with _redis_errors(f"save {key}"):
+                    await self._write(key, model, value)
+                return
+            except StateStoreError as exc:
+                self._reachable = False
+                log.warning("%s; the new %s of %s is applied here and will be written when "
+                            "redis is back", exc, key, model)
+        else:
+            log.warning("redis unreachable: the new %s of %s is applied here and will be "
+                        "written when redis is back", key, model)
+        self._pending[(key, model)] = value
 
     async def save_weights(self, model: str, weights: dict[str, float] | None) -> None:
         await self._save("weights", model, weights)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from gateway.errors import BadRequest, NotFound, StateStoreError
 from gateway.metrics import LATENCY_BUCKETS
+from gateway.outage import Outage
 from gateway.runtime import Runtime
 from gateway.shadow import ShadowMirror
 from gateway.state import Doc, Snapshot, StateStore
@@ -134,6 +135,7 @@ class TrafficManager:
         self.resync_s = resync_s
         self._clock = clock
         self.rollouts: dict[str, tuple[RolloutState, Doc]] = {}
+        self.outage = Outage(log, "shared state store")  # logs an outage once, not every tick
 
     # -- the request path -------------------------------------------------------------------
     def decide(self, route: Route, header: Callable[[str], str | None]) -> Decision:
@@ -311,7 +313,7 @@ class TrafficManager:
                 async for _ in self.store.changes():
                     await self.resync()
             except StateStoreError as exc:
-                log.warning("state store unavailable, serving with last known weights: %s", exc)
+                self.outage.failed(exc, "serving with the last known weights")
                 await asyncio.sleep(self.resync_s)
 
     async def _every(self, period: float, job: Callable[[], Any]) -> None:
@@ -320,7 +322,9 @@ class TrafficManager:
             try:
                 await job()
             except StateStoreError as exc:
-                log.warning("state store unavailable: %s", exc)
+                self.outage.failed(exc, "serving with the last known weights")
+            else:
+                self.outage.ok()
 
 
 def rollout_spec(doc: Mapping[str, Any]) -> RolloutSpec:

@@ -156,11 +156,13 @@ class RedisProcess:
                 self.proc.kill()
 
 
-def start_redis(workdir: Path) -> RedisProcess:
+def start_redis(workdir: Path, port: int | None = None) -> RedisProcess:
+    """A redis-server on ``port`` (a free one if None; pass a stopped one's port to restart
+    it where its clients reconnect). Nothing is persisted: a restart starts empty."""
     import redis
 
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir)],

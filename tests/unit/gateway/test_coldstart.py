@@ -114,3 +114,41 @@ async def test_notify_without_ready_endpoint_keeps_waiting() -> None:
     await settle()
     assert not waiter.done()
     waiter.cancel()
+
+
+async def test_drain_answers_held_requests_503_at_its_deadline() -> None:
+    cs, _, _, _ = make()
+    waiters = [asyncio.create_task(cs.wait("cold", None)) for _ in range(2)]
+    await settle()
+    cs.drain(0.05)
+    await settle()
+    assert not any(w.done() for w in waiters)  # still held until the deadline
+    for w in waiters:
+        with pytest.raises(Unavailable, match="shutting down") as err:
+            await w
+        assert err.value.retry_after_s >= 1
+    assert cs.queued() == {"cold": 0}
+
+
+async def test_drain_still_serves_a_pool_that_becomes_ready_in_time() -> None:
+    cs, runtime, _, _ = make()
+    waiter = asyncio.create_task(cs.wait("cold", None))
+    await settle()
+    cs.drain(30.0)
+    bring_up(runtime, cs)
+    assert await waiter >= 0.0
+
+
+async def test_wait_starting_after_the_drain_deadline_is_answered_at_once() -> None:
+    cs, _, activated, clock = make()
+    cs.drain(1.0)
+    clock.now += 2.0
+    with pytest.raises(Unavailable, match="shutting down"):
+        await cs.wait("cold", None)
+    assert cs.queued() == {"cold": 0}
+    # One that starts before the deadline is held, at most until it.
+    clock.now -= 1.5
+    held = asyncio.create_task(cs.wait("cold", None))
+    await settle()
+    assert not held.done() and activated == ["cold"]
+    held.cancel()
