@@ -184,6 +184,33 @@ def grpc_target(host: str | None) -> str:
     return f"{hostname}:8001"
 
 
+class _GrpcClient(tgrpc.InferenceServerClient):  # type: ignore[misc]
+    """tritonclient's gRPC client without its ``__del__``: closing a channel from the garbage
+    collector at interpreter exit can block forever under gevent (seen as a locust run that
+    never exits). Users close their client in ``on_stop``, and locust's ``quitting`` event
+    closes any a stopped user left open."""
+
+    open_clients: set[_GrpcClient] = set()
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        _GrpcClient.open_clients.add(self)
+
+    def close(self) -> None:
+        if self in _GrpcClient.open_clients:
+            _GrpcClient.open_clients.discard(self)
+            super().close()
+
+    def __del__(self) -> None:
+        pass
+
+
+@events.quitting.add_listener
+def _close_grpc_clients(**_: Any) -> None:
+    for client in list(_GrpcClient.open_clients):
+        client.close()
+
+
 class GrpcUser(User):
     """``inference.GRPCInferenceService/ModelInfer`` through tritonclient.grpc."""
 
@@ -192,7 +219,7 @@ class GrpcUser(User):
 
     def on_start(self) -> None:
         self.target = grpc_target(self.host)
-        self.triton = tgrpc.InferenceServerClient(self.target)
+        self.triton = _GrpcClient(self.target)
         self.rng = np.random.default_rng()
 
     def on_stop(self) -> None:

@@ -161,7 +161,7 @@ Ctrl-C stops everything.
 """
 
 
-def _start_tritons(s: DemoSettings) -> list[TritonProcess]:
+def start_demo_tritons(s: DemoSettings) -> list[TritonProcess]:
     """Main pool first, then the canary (v2) and shadow (v3) servers; all or nothing."""
     specs: list[tuple[tuple[str, ...], int]] = [
         *[(("classifier", "embedder", "identity"), 1)] * s.triton_instances,
@@ -175,14 +175,29 @@ def _start_tritons(s: DemoSettings) -> list[TritonProcess]:
             except Exception as exc:  # keep collecting, to stop the others
                 errors.append(exc)
     if errors:
-        _stop_all(started)
+        stop_tritons(started)
         raise RuntimeError(f"{len(errors)} Triton server(s) failed to start: {errors[0]}")
     return started
 
 
-def _stop_all(tritons: list[TritonProcess]) -> None:
+def stop_tritons(tritons: list[TritonProcess]) -> None:
     with ThreadPoolExecutor(max_workers=max(1, len(tritons))) as ex:
         list(ex.map(lambda t: t.stop(), tritons))
+
+
+def gateway_command(s: DemoSettings, config_path: Path, token_path: Path) -> list[str]:
+    """``servegate gateway`` as the demo runs it (its own process; the soak benchmark too)."""
+    return [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config_path),
+            "--host", s.host, "--http-port", str(s.http_port), "--grpc-port", str(s.grpc_port),
+            "--watch", "--log-level", s.log_level, "--admin-token-file", str(token_path),
+            "--autoscaler-url", f"http://{s.host}:{s.autoscaler_port}"]
+
+
+def autoscaler_command(s: DemoSettings, config_path: Path) -> list[str]:
+    """``servegate autoscaler`` with the local actuator (and KEDA's scaler) as the demo runs it."""
+    return [sys.executable, "-m", "gateway.cli", "autoscaler", "--config", str(config_path),
+            "--actuator", "local", "--host", s.host, "--status-port", str(s.autoscaler_port),
+            "--serve-keda", "--keda-port", str(s.keda_port)]
 
 
 def run_demo(s: DemoSettings) -> int:
@@ -195,7 +210,7 @@ def run_demo(s: DemoSettings) -> int:
     try:
         print(f"starting {s.triton_instances + 2} Triton servers ...", flush=True)
         try:
-            tritons = _start_tritons(s)
+            tritons = start_demo_tritons(s)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1
@@ -209,17 +224,9 @@ def run_demo(s: DemoSettings) -> int:
         token_path = workdir / "admin-token"
         token_path.write_text(secrets.token_urlsafe(24) + "\n")
         token_path.chmod(0o600)
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config_path),
-             "--host", s.host, "--http-port", str(s.http_port), "--grpc-port", str(s.grpc_port),
-             "--watch", "--log-level", s.log_level, "--admin-token-file", str(token_path),
-             "--autoscaler-url", autoscaler_url],
-            start_new_session=True)
-        autoscaler = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "autoscaler", "--config", str(config_path),
-             "--actuator", "local", "--host", s.host, "--status-port", str(s.autoscaler_port),
-             "--serve-keda", "--keda-port", str(s.keda_port)],
-            start_new_session=True)
+        gateway = subprocess.Popen(gateway_command(s, config_path, token_path),
+                                   start_new_session=True)
+        autoscaler = subprocess.Popen(autoscaler_command(s, config_path), start_new_session=True)
         wait_ready(f"http://{s.host}:{s.http_port}/v2/health/ready", 30, gateway)
         wait_ready(f"{autoscaler_url}/status", 30, autoscaler)
         print(_banner(s, config_path, token_path), flush=True)
@@ -232,11 +239,11 @@ def run_demo(s: DemoSettings) -> int:
     finally:
         print("stopping ...", flush=True)
         for proc in (gateway, autoscaler):
-            _terminate(proc)
-        _stop_all(tritons)
+            terminate(proc)
+        stop_tritons(tritons)
 
 
-def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(signal.SIGTERM)
