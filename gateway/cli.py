@@ -33,12 +33,22 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--admin-token-file", type=Path, default=None,
                     help="file holding the admin API token (default: $SERVEGATE_ADMIN_TOKEN; "
                          "neither set disables the admin API)")
+    gw.add_argument("--api-keys-file", type=Path, default=None,
+                    help="tenant -> API key hashes (YAML), used when the config has an 'auth' "
+                         "section (default: $SERVEGATE_API_KEYS_FILE, else the document in "
+                         "$SERVEGATE_API_KEYS); re-read on reload")
     gw.add_argument("--traffic-tick-s", type=float, default=2.0,
                     help="how often rollouts are judged")
     gw.add_argument("--autoscaler-url", default=None,
                     help="the autoscaler's status server (e.g. http://127.0.0.1:9096), told at "
                          "once when a request arrives for a pool with no ready endpoint")
     gw.add_argument("--log-level", default="info")
+    gw.add_argument("--shutdown-delay-s", type=float, default=0.0,
+                    help="on SIGTERM, keep serving this long with readiness false before "
+                         "closing the listeners (time for Kubernetes to drop the pod)")
+    gw.add_argument("--graceful-shutdown-s", type=float, default=30.0,
+                    help="on SIGTERM, how long in-flight requests and cold-start waits may "
+                         "take once the listeners are closed")
 
     demo = sub.add_parser("demo", help="local Triton servers + gateway, no Kubernetes needed")
     demo.add_argument("--http-port", type=int, default=8000)
@@ -52,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--triton-instances", type=int, default=2,
                       help="Triton servers in the demo's main pool")
     demo.add_argument("--log-level", default="info")
+
+    sub.add_parser("hash-key", help="read an API key on stdin, print its stored form "
+                                   "(sha256:...) for the --api-keys-file document")
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
@@ -75,6 +88,25 @@ def _admin_token(path: Path | None) -> str | None:
     return os.environ.get("SERVEGATE_ADMIN_TOKEN") or None
 
 
+def _api_keys_file(path: Path | None) -> Path | None:
+    if path is not None:
+        return path
+    env = os.environ.get("SERVEGATE_API_KEYS_FILE")
+    return Path(env) if env else None
+
+
+def _hash_key() -> int:
+    """Read an API key from stdin; print the line to store in the keys file."""
+    from gateway.auth import hash_key
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        print("no key on standard input", file=sys.stderr)
+        return 2
+    print(hash_key(key))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(),
@@ -83,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         from autoscaler.cli import run as run_autoscaler_command
 
         return run_autoscaler_command(args)
+    if args.command == "hash-key":
+        return _hash_key()
     try:
         if args.command == "gateway":
             from gateway.server import run
@@ -91,10 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             run(GatewaySettings(
                 config_path=args.config, watch=args.watch,
                 server=ServerSettings(host=args.host, http_port=args.http_port,
-                                      grpc_port=args.grpc_port, log_level=args.log_level),
+                                      grpc_port=args.grpc_port, log_level=args.log_level,
+                                      shutdown_delay_s=args.shutdown_delay_s,
+                                      graceful_shutdown_s=args.graceful_shutdown_s),
                 redis_url=args.redis_url or os.environ.get("SERVEGATE_REDIS_URL") or None,
                 replica_id=args.replica_id, admin_token=_admin_token(args.admin_token_file),
-                traffic_tick_s=args.traffic_tick_s, autoscaler_url=args.autoscaler_url))
+                traffic_tick_s=args.traffic_tick_s, autoscaler_url=args.autoscaler_url,
+                api_keys_file=_api_keys_file(args.api_keys_file)))
         elif args.command == "demo":
             from gateway.demo.runner import DemoSettings, run_demo
 

@@ -60,11 +60,11 @@ class Reloader:
         self._stamp = self._file_stamp()
         try:
             config = load_config_file(self.path)
+            self._apply(config)  # may refuse too (e.g. unreadable API keys), before any change
         except ConfigError as exc:
             log.error("config reload rejected, the previous config keeps serving:\n%s", exc)
             self._on_result(False)
             return False
-        self._apply(config)
         self._on_result(True)
         return True
 

@@ -9,9 +9,12 @@ protocol: :mod:`gateway.http.errors` (HTTP) and :mod:`gateway.grpc.errors` (gRPC
      │    ├── Forbidden               403 (wrong credentials, or not allowed)
      │    ├── NotFound                404  (unknown route)
      │    ├── MethodNotAllowed        405
+     │    ├── RequestTimeout          408 (the request did not arrive within its deadline)
      │    └── PayloadTooLarge         413
      ├── Unsupported                  501 (e.g. model load/unload through the gateway)
      ├── Unavailable                  503 + Retry-After (no admitted endpoint in the pool)
+     ├── Overloaded                   429 + Retry-After: a tenant's quota, a model's in-flight
+     │                                cap, or shedding by priority (``reason`` says which)
      ├── UpstreamStatus               gRPC: the endpoint answered with a non-OK status; passed
      │                                through to the client as it came (code and details); not a
      │                                transport failure, so it does not count against health
@@ -60,6 +63,12 @@ class MethodNotAllowed(ClientError):
         super().__init__("Method Not Allowed")
 
 
+class RequestTimeout(ClientError):
+    def __init__(self, timeout_s: float, part: str = "request body") -> None:
+        self.timeout_s = timeout_s
+        super().__init__(f"the {part} did not arrive within {timeout_s:g} s")
+
+
 class PayloadTooLarge(ClientError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -72,6 +81,16 @@ class Unsupported(GatewayError):
 
 class Unavailable(GatewayError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class Overloaded(GatewayError):
+    """Admission said no; ``reason`` is ``rate``, ``concurrency``, ``max_in_flight`` or
+    ``shed`` (the label of the rejection counter)."""
+
+    def __init__(self, message: str, reason: str, retry_after_s: int = 1) -> None:
+        self.reason = reason
         self.retry_after_s = retry_after_s
         super().__init__(message)
 

@@ -2,12 +2,15 @@
 
 Where it sits: the proxy records each finished request (count by status class, latency) and
 each upstream failure; gauges that are just current counts (in-flight per model, outstanding
-and health per endpoint) are read from the runtime at scrape time, costing nothing per request.
+and health per endpoint, circuit state per endpoint) are read from the runtime at scrape time,
+costing nothing per request.
 Served at ``/metrics`` in the Prometheus text format.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.runtime import Runtime
+from router.health import circuit_state
 
 # 1 ms .. 10 s, roughly x2 per step with the usual SLO points (25/50/100/250 ms, 1 s).
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -33,7 +37,8 @@ class _Children:
 
 
 class GatewayMetrics:
-    def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("model", "endpoint", "protocol")
         self.requests = Counter(
@@ -48,6 +53,15 @@ class GatewayMetrics:
         self.rejected = Counter(
             "servegate_rejected_requests", "Requests answered by the gateway itself with an error",
             ["model", "protocol", "code"], registry=self.registry)
+        self.admission_rejected = Counter(
+            "servegate_admission_rejections",
+            "Requests refused by admission (auth, quota, in-flight cap, shedding), by reason",
+            ["tenant", "model", "reason"], registry=self.registry)
+        self.priority_skipped = Counter(
+            "servegate_priority_not_applied",
+            "Requests whose priority could not be written into the body (compressed, or a "
+            "JSON header over the size the gateway rewrites)", ["model"],
+            registry=self.registry)
         self.reloads = Counter(
             "servegate_config_reloads", "Config reload attempts", ["result"],
             registry=self.registry)
@@ -86,8 +100,10 @@ class GatewayMetrics:
             ["pool"], buckets=cold_buckets, registry=self.registry)
         # Requests held in the cold-start buffer, per pool (set by the wiring).
         self.queued: Callable[[], dict[str, int]] = dict
-        self.registry.register(_StateCollector(runtime, in_flight, lambda: self.queued()))
+        self.registry.register(
+            _StateCollector(runtime, in_flight, lambda: self.queued(), clock))
         self._children: dict[tuple[str, str, str], _Children] = {}
+        self._error_labels: set[tuple[str, str, str]] = set()
 
     def observe(self, model: str, endpoint: str, protocol: str, status: int,
                 seconds: float) -> None:
@@ -98,6 +114,26 @@ class GatewayMetrics:
         ch.by_class[min(max(status // 100, 1), 5) - 1].inc()
         ch.latency.observe(seconds)
 
+    def upstream_error(self, pool: str, endpoint: str, kind: str) -> None:
+        self._error_labels.add((pool, endpoint, kind))
+        self.upstream_errors.labels(pool, endpoint, kind).inc()
+
+    def forget_endpoints(self, live: set[str]) -> int:
+        """Drop the series of endpoints not in ``live`` (replicas that went away: each cold
+        start brings a new address, so keeping them would grow the registry without bound).
+        A request still in flight on a dropped endpoint simply records it again."""
+        gone = [key for key in self._children if key[1] and key[1] not in live]
+        for key in gone:
+            del self._children[key]
+            for code_class in _CLASSES:
+                _remove(self.requests, *key, code_class)
+            _remove(self.latency, *key)
+        errors = [key for key in self._error_labels if key[1] not in live]
+        for key in errors:
+            self._error_labels.discard(key)
+            _remove(self.upstream_errors, *key)
+        return len(gone) + len(errors)
+
     def observe_variant(self, model: str, variant: str, status: int, seconds: float) -> None:
         self.variant_requests.labels(model, variant, _CLASSES[min(max(status // 100, 1), 5) - 1]
                                      ).inc()
@@ -107,12 +143,19 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
+def _remove(metric: Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never recorded with these labels
+        metric.remove(*labels)
+
+
 class _StateCollector(Collector):
     def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]],
-                 queued: Callable[[], dict[str, int]]) -> None:
+                 queued: Callable[[], dict[str, int]],
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._runtime = runtime
         self._in_flight = in_flight
         self._queued = queued
+        self._clock = clock
 
     def collect(self) -> Iterator[Any]:
         inflight = GaugeMetricFamily(
@@ -126,12 +169,19 @@ class _StateCollector(Collector):
         healthy = GaugeMetricFamily(
             "servegate_endpoint_healthy", "1 when the endpoint is admitted for traffic",
             labels=["pool", "endpoint"])
+        circuit = GaugeMetricFamily(
+            "servegate_endpoint_circuit_state",
+            "Circuit breaker per endpoint: 0 closed, 1 open, 2 half-open (a trial is due or in "
+            "flight)", labels=["pool", "endpoint"])
+        now = self._clock()
         for pool in self._runtime.state.pools.values():
             for ep in pool.endpoints:
                 outstanding.add_metric([pool.name, ep.address], ep.outstanding)
                 healthy.add_metric([pool.name, ep.address], 1.0 if ep.admitted else 0.0)
+                circuit.add_metric([pool.name, ep.address], circuit_state(ep.health, now))
         yield outstanding
         yield healthy
+        yield circuit
         weights = GaugeMetricFamily(
             "servegate_split_weight", "Current weight of each split variant",
             labels=["model", "variant"])

@@ -23,6 +23,7 @@ from gateway.pools import Endpoint, Pool
 from gateway.runtime import Runtime
 from gateway.upstream import Headers, Upstream, UpstreamResponse
 from router import NoEndpoint, Route, pick_endpoint
+from router.health import UNHEALTHY_STATUSES
 
 T = TypeVar("T")
 
@@ -53,18 +54,22 @@ class Proxy:
                 ep.host, ep.port, method, target, headers, body,
                 route.timeouts.connect_s, route.timeouts.read_s)
 
-        return await self.call(route, _all_endpoints, send, cold)
+        health = self.runtime.state.pools[route.pool].config.health
+        return await self.call(route, _all_endpoints, send, cold,
+                               _unhealthy_status if health.eject_on_5xx else None)
 
     async def call(
         self, route: Route, endpoints_of: Callable[[Pool], Sequence[Endpoint]],
         send: Callable[[Endpoint], Awaitable[T]], cold: ColdWait | None = None,
+        unhealthy: Callable[[T], str] | None = None,
     ) -> tuple[T, Endpoint]:
         """``send`` on an endpoint picked from ``endpoints_of(pool)`` of the route's pool.
 
         ``send`` raises :class:`UpstreamError` for transport failures; a connect failure is
         retried on another endpoint, any other error is raised as it came. When the pool has
         no admitted endpoint and buffers cold starts, the call waits for one (``cold`` carries
-        the request's budget in and the time waited out).
+        the request's budget in and the time waited out). ``unhealthy(result)``, when given,
+        names a reason when an answer counts as an endpoint failure (it is still returned).
         """
         model = route.model
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
@@ -96,23 +101,36 @@ class Proxy:
                         tried.append(ep)  # never reached the backend: safe to try another
                         continue
                     raise
+                except BaseException:
+                    ep.trial_unsettled()  # cancelled, or an answer that is no transport verdict
+                    raise
                 finally:
                     ep.outstanding -= 1
-                ep.succeeded()
+                if unhealthy is not None and (why := unhealthy(result)):
+                    self.answered_unhealthy(ep, why)
+                else:
+                    ep.succeeded()
                 return result, ep
         finally:
             self.in_flight[model] -= 1
 
     def pick(self, pool: Pool, endpoints: Sequence[Endpoint],
              tried: Collection[Endpoint] = ()) -> Endpoint:
-        """An admitted endpoint not in ``tried``; :class:`NoEndpoint` or :class:`Unavailable`."""
-        ep = pick_endpoint(endpoints, self._rng, tried)
+        """An available endpoint not in ``tried``; :class:`NoEndpoint` or :class:`Unavailable`.
+
+        Available: admitted, or half-open with no trial in flight; picking one of those makes
+        this request its trial (the caller reports the outcome as for any request).
+        """
+        now = self._clock()
+        ep = pick_endpoint(endpoints, self._rng, tried, now)
         if ep is None:
             if tried:
                 raise Unavailable(
                     f"no endpoint of pool '{pool.name}' accepted a connection "
                     f"({len(tried)} tried)")
             raise NoEndpoint(pool.name)
+        if not ep.admitted:
+            ep.start_trial(now, pool.config.health)
         return ep
 
     def failed(self, ep: Endpoint, exc: UpstreamError) -> None:
@@ -121,8 +139,20 @@ class Proxy:
         if pool is not None:
             ep.failed(self._clock(), pool.config.health, str(exc))
         if self.metrics is not None:
-            self.metrics.upstream_errors.labels(ep.pool, ep.address, exc.kind).inc()
+            self.metrics.upstream_error(ep.pool, ep.address, exc.kind)
+
+    def answered_unhealthy(self, ep: Endpoint, reason: str) -> None:
+        """An answer that says the endpoint is unwell (``health.eject_on_5xx``): a failure."""
+        pool = self.runtime.state.pools.get(ep.pool)
+        if pool is not None:
+            ep.failed(self._clock(), pool.config.health, reason)
+        if self.metrics is not None:
+            self.metrics.upstream_error(ep.pool, ep.address, "status")
 
 
 def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:
     return pool.endpoints
+
+
+def _unhealthy_status(response: UpstreamResponse) -> str:
+    return f"HTTP {response.status}" if response.status in UNHEALTHY_STATUSES else ""

@@ -4,8 +4,21 @@ Where it sits: the entry behind ``servegate gateway``. :class:`Gateway` composes
 upstream clients, proxy, metrics, control endpoints, the gRPC front and prober from one config
 (a factory, no module-level app); :func:`serve` runs it under uvicorn (httptools, uvloop) and,
 unless ``grpc_port`` is 0, a grpc.aio server beside it, and owns the background tasks. SIGHUP
-reloads the config; SIGTERM/SIGINT turn readiness off and let both servers finish in-flight
-requests (gRPC streams included) before exiting, each within ``graceful_shutdown_s``.
+reloads the config.
+
+SIGTERM/SIGINT drain, then exit 0:
+
+1. at once: readiness false (REST ``/v2/health/ready`` and gRPC ``ServerReady``); every REST
+   response from now on says ``connection: close``, so keep-alive clients stop reusing
+   connections that are about to close; requests held for a cold start may wait until just
+   before the deadline (``shutdown_delay_s + graceful_shutdown_s`` away), no longer;
+2. after ``shutdown_delay_s`` (0 by default; time for Kubernetes to drop the pod from its
+   endpoints) the listeners close, so new connections are refused; a request already on its way
+   over an idle keep-alive connection is still read and served (a short linger), then idle
+   connections close; the gRPC server stops taking calls and lets running ones finish;
+3. in-flight requests (REST and gRPC, streams included) finish; the ones still held for a cold
+   start when the deadline nears get 503 + Retry-After, never a dropped connection; whatever is
+   still running at the deadline is cancelled. A second signal skips what is left of step 1.
 """
 
 from __future__ import annotations
@@ -16,7 +29,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import prometheus_client
@@ -24,6 +38,8 @@ import uvicorn
 
 from gateway.activation import Activator
 from gateway.admin import create_admin_app
+from gateway.admission import Admission
+from gateway.auth import KeyRing, KeysError, load_keys
 from gateway.coldstart import ColdStart
 from gateway.config import Reloader, load_config_file
 from gateway.discovery import Discovery, check_supported
@@ -31,17 +47,19 @@ from gateway.errors import StateStoreError
 from gateway.grpc import GrpcChannels, GrpcFront, build_server
 from gateway.http.app import GatewayApp
 from gateway.http.control import Control
+from gateway.http.protocol import v2_protocol
 from gateway.metrics import GatewayMetrics
 from gateway.prober import Prober
 from gateway.proxy import Proxy
 from gateway.publisher import Publisher
+from gateway.quota import Quotas
 from gateway.runtime import Runtime
 from gateway.settings import GatewaySettings
 from gateway.shadow import ShadowMirror
 from gateway.state import MemoryStore, RedisStore, StateStore
 from gateway.traffic import TrafficManager
 from gateway.upstream import NativeUpstream, Upstream
-from router import Config
+from router import Config, ConfigError
 
 log = logging.getLogger("servegate.gateway")
 
@@ -65,14 +83,39 @@ class Gateway:
         self.store: StateStore = store or MemoryStore()
         self.traffic = TrafficManager(self.runtime, self.store, self.mirror,
                                       tick_s=settings.traffic_tick_s, resync_s=settings.resync_s)
-        self.app = GatewayApp(self.proxy, self.metrics, self.control, self.traffic)
+        self.quotas = Quotas(_replica_id(settings), settings.redis_url)
+        self.admission = Admission(self.runtime, self.quotas, self.metrics,
+                                   lambda pool: self.coldstart.queued().get(pool, 0))
+        self.keys_path = settings.api_keys_file
+        self.app = GatewayApp(self.proxy, self.metrics, self.control, self.traffic,
+                              self.admission)
         self.prober = Prober(self.runtime, self.upstream, tick_s=settings.probe_tick_s,
                              coldstart=self.coldstart)
         self.grpc_channels = GrpcChannels()
         self.grpc = GrpcFront(self.proxy, self.grpc_channels, self.metrics, lambda: self.ready,
-                              self.traffic)
+                              self.traffic, self.admission)
+
+    def load_keys(self, config: Config) -> KeyRing:
+        """The API keys for ``config`` (read again on every reload); raises
+        :class:`ConfigError` when they are unreadable or name a tenant the config lacks."""
+        if config.auth is None or not config.auth.enabled:
+            return KeyRing()
+        source = str(self.keys_path) if self.keys_path else "$SERVEGATE_API_KEYS"
+        try:
+            keys = load_keys(self.keys_path)
+        except KeysError as exc:
+            raise ConfigError(source, [("", str(exc))]) from None
+        unknown = sorted(keys.tenants() - set(config.tenants))
+        if unknown:
+            raise ConfigError(source, [("", f"keys for tenants the config does not define: "
+                                            f"{unknown}")])
+        if not keys:
+            log.warning("auth is on but %s holds no keys: every call will be refused", source)
+        return keys
 
     def apply(self, config: Config) -> None:
+        keys = self.load_keys(config)  # before anything changes: a bad keys file keeps both
+        self.admission.keys = keys
         self.runtime.apply(config)
         self.coldstart.notify_all()
         self.warm_grpc()
@@ -89,22 +132,95 @@ class Gateway:
                       default=self.runtime.state.config.limits.max_body_bytes)
         return largest + 64 * 1024
 
+    async def sweep(self, every_s: float = 30.0, grace_s: float = 30.0) -> None:
+        """Every ``every_s``, forget endpoints that left every pool (scale-down, discovery,
+        reload): their metric series and gRPC channels. An address seen again later starts
+        fresh."""
+        while True:
+            await asyncio.sleep(every_s)
+            pools = self.runtime.state.pools.values()
+            http = {e.address for p in pools for e in p.endpoints}
+            grpc_live = {e.grpc for p in pools for e in p.endpoints if e.grpc}
+            self.metrics.forget_endpoints(http)
+            await self.grpc_channels.forget(grpc_live, grace_s)
+
     def reload_result(self, ok: bool) -> None:
         self.metrics.reloads.labels("success" if ok else "failure").inc()
 
 
+# After the listeners close: a request already sent over an idle keep-alive connection is read
+# and served in this time instead of being reset with its connection.
+_IDLE_LINGER_S = 0.25
+
+
+class _CloseWhenDraining:
+    """ASGI wrapper: while draining, every response carries ``connection: close``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.draining = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if not self.draining or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
+
+
 class _Server(uvicorn.Server):
-    """uvicorn's server without its own signal capture: :func:`serve` installs handlers."""
+    """uvicorn's server without its own signal capture (:func:`serve` installs handlers) and
+    with a drain bounded by ``deadline`` (loop time) instead of a fixed timeout."""
+
+    deadline: float | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def remaining(self, default: float) -> float:
+        if self.deadline is None:
+            return default
+        return max(self.deadline - asyncio.get_running_loop().time(), 0.0)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # new connections are refused from here on
+        for sock in sockets or []:
+            sock.close()
+        log.info("listeners closed; draining %d connection(s)", len(self.server_state.connections))
+        await asyncio.sleep(_IDLE_LINGER_S)
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle: closed now; busy: closed after its response
+        grace = self.remaining(float(self.config.timeout_graceful_shutdown or 0))
+        try:
+            await asyncio.wait_for(self._drained(), grace)
+        except TimeoutError:
+            log.error("grace period over: cancelling %d request(s) still running",
+                      len(self.server_state.tasks))
+            for task in self.server_state.tasks:
+                task.cancel(msg="graceful shutdown period over")
+
+    async def _drained(self) -> None:
+        state = self.server_state
+        while state.connections or state.tasks:
+            await asyncio.sleep(0.05)
 
 
 async def serve(settings: GatewaySettings) -> None:
     prometheus_client.disable_created_metrics()
     config = load_config_file(settings.config_path)
     gw = Gateway(config, settings, store=_store(settings))
+    try:
+        gw.admission.keys = gw.load_keys(config)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     check_supported(gw.runtime)
     gw.control.admin = create_admin_app(gw.traffic, settings.admin_token)
     try:
@@ -113,8 +229,10 @@ async def serve(settings: GatewaySettings) -> None:
         log.warning("shared state unavailable at start, using the config's weights: %s", exc)
     reloader = Reloader(settings.config_path, gw.apply, gw.reload_result)
     srv = settings.server
+    app = _CloseWhenDraining(gw.app)
     server = _Server(uvicorn.Config(
-        gw.app, host=srv.host, port=srv.http_port, http="httptools", lifespan="off",
+        app, host=srv.host, port=srv.http_port, lifespan="off",
+        http=v2_protocol(config.limits.body_timeout_s),  # V2 errors and a head deadline
         access_log=False, log_level=srv.log_level, server_header=False, date_header=False,
         proxy_headers=False,  # the hot path does not need X-Forwarded-* rewriting
         timeout_graceful_shutdown=int(srv.graceful_shutdown_s),
@@ -123,17 +241,32 @@ async def serve(settings: GatewaySettings) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
-    def stop() -> None:
-        gw.ready = False
+    def close_listeners() -> None:
         server.should_exit = True
         stopping.set()
+
+    def stop() -> None:
+        if server.deadline is not None:  # a second signal: no more delay
+            close_listeners()
+            return
+        gw.ready = False
+        app.draining = True
+        grace, delay = srv.graceful_shutdown_s, srv.shutdown_delay_s
+        server.deadline = loop.time() + delay + grace
+        # Held requests are answered (503) a little before the deadline cancels what is left.
+        gw.coldstart.drain(max(delay + grace - min(1.0, 0.2 * grace), 0.0))
+        log.info("shutting down: readiness off, listeners close in %gs, then %gs to drain",
+                 delay, grace)
+        loop.call_later(delay, close_listeners)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     tasks = [asyncio.create_task(gw.prober.run(), name="prober"),
              asyncio.create_task(gw.traffic.run(), name="traffic"),
-             asyncio.create_task(gw.discovery.run(), name="discovery")]
+             asyncio.create_task(gw.discovery.run(), name="discovery"),
+             asyncio.create_task(gw.quotas.run(), name="quotas"),
+             asyncio.create_task(gw.sweep(), name="sweep")]
     if settings.redis_url:  # the autoscaler reads every replica's counters from Redis
         publisher = Publisher(settings.redis_url, _replica_id(settings), gw.metrics, gw.runtime)
         tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
@@ -142,7 +275,8 @@ async def serve(settings: GatewaySettings) -> None:
     grpc_drain = None
     if grpc_server is not None:  # drains beside uvicorn's own graceful shutdown
         grpc_drain = asyncio.create_task(
-            _stop_grpc(grpc_server, stopping, srv.graceful_shutdown_s), name="grpc-drain")
+            _stop_grpc(grpc_server, stopping, lambda: server.remaining(srv.graceful_shutdown_s)),
+            name="grpc-drain")
     try:
         gw.ready = True
         await server.serve()
@@ -161,6 +295,9 @@ async def serve(settings: GatewaySettings) -> None:
         await gw.grpc_channels.aclose()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        if server.deadline is not None:
+            took = srv.shutdown_delay_s + srv.graceful_shutdown_s - server.remaining(0.0)
+            log.info("stopped %.2fs after the signal", took)
 
 
 async def _start_grpc(gw: Gateway, settings: GatewaySettings) -> grpc.aio.Server:
@@ -179,9 +316,10 @@ async def _start_grpc(gw: Gateway, settings: GatewaySettings) -> grpc.aio.Server
 
 
 async def _stop_grpc(grpc_server: grpc.aio.Server, stopping: asyncio.Event,
-                     grace_s: float) -> None:
+                     grace_s: Callable[[], float]) -> None:
+    """Once stopping: refuse new calls, let running ones finish within the grace left."""
     await stopping.wait()
-    await grpc_server.stop(grace_s)
+    await grpc_server.stop(grace_s())
 
 
 def _store(settings: GatewaySettings) -> StateStore:

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from router.autoscaling import AutoscalingConfig
 from router.errors import ConfigError
+from router.tenancy import AuthConfig, PrioritiesConfig, Priority, SheddingConfig, TenantConfig
 
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -103,8 +104,16 @@ class HealthConfig(_Frozen):
     probe_interval_s: PositiveFloat = 2.0
     probe_timeout_s: PositiveFloat = 1.0
     eject_after_failures: int = Field(default=3, ge=1)
-    # An ejected endpoint is re-admitted by a successful probe no sooner than this.
+    # An ejected endpoint is re-admitted by a successful probe no sooner than this. It is also
+    # the first open interval of the circuit breaker: once it has passed, one real request is
+    # let through as a trial (half-open); success re-admits, failure re-opens for twice as long.
     min_eject_s: float = Field(default=1.0, ge=0)
+    # The longest open interval (never below min_eject_s); also how long a trial whose outcome
+    # never arrived (e.g. a cancelled call) blocks the next one.
+    max_eject_s: PositiveFloat = 30.0
+    # Count HTTP 502/503/504 answers as failures toward ejection (the answer is still passed
+    # back as it came). Off: only transport failures count.
+    eject_on_5xx: bool = False
 
 
 class DiscoveryConfig(_Frozen):
@@ -143,6 +152,7 @@ class PoolConfig(_Frozen):
     health: HealthConfig = HealthConfig()
     discovery: DiscoveryConfig = DiscoveryConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
+    shedding: SheddingConfig = SheddingConfig()
 
     @field_validator("endpoints")
     @classmethod
@@ -228,6 +238,10 @@ class ModelRouteConfig(_Frozen):
     split: SplitConfig | None = None
     timeouts: TimeoutOverride = TimeoutOverride()
     max_body_bytes: int | None = Field(default=None, gt=0)
+    # Admission: the class of calls from tenants that set none, and a cap on the requests
+    # this gateway replica has in flight for the model (429 past it).
+    priority: Priority | None = None
+    max_in_flight: int | None = Field(default=None, ge=1)
 
     @field_validator("versions", mode="before")
     @classmethod
@@ -244,6 +258,9 @@ class ModelRouteConfig(_Frozen):
 
 class LimitsConfig(_Frozen):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # A REST request (head and body) must arrive within this many seconds of its first byte,
+    # else 408 and the connection is closed; read when the gateway starts.
+    body_timeout_s: PositiveFloat = 30.0
 
 
 class Config(_Frozen):
@@ -251,13 +268,17 @@ class Config(_Frozen):
     models: dict[str, ModelRouteConfig]
     limits: LimitsConfig = LimitsConfig()
     autoscaling: AutoscalingConfig | None = None  # read by the autoscaler only
+    auth: AuthConfig | None = None  # API keys on the data plane (router/tenancy.py)
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    priorities: PrioritiesConfig = PrioritiesConfig()
 
     @field_validator("models")
     @classmethod
     def _model_names(cls, value: dict[str, ModelRouteConfig]) -> dict[str, ModelRouteConfig]:
-        bad = [m for m in value if not _MODEL_NAME.match(m)]
+        bad = [m for m in value if not _MODEL_NAME.match(m) or m in (".", "..")]
         if bad:
-            raise ValueError(f"model names may only use letters, digits, '.', '_', '-': {bad}")
+            raise ValueError(f"model names may only use letters, digits, '.', '_', '-' "
+                             f"(and are not '.' or '..'): {bad}")
         return value
 
 
@@ -279,6 +300,8 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
                 elif var.pool is None and variant_pool(cfg, name, var) is None:
                     problems.append((f"models.{name}.split.variants.{vname}",
                                      f"no pool serves model {var.model!r}; set 'pool'"))
+    if cfg.auth is not None and cfg.auth.enabled and not cfg.tenants:
+        problems.append(("auth", "API keys are on but no tenants are configured"))
     if cfg.autoscaling is not None:
         problems += [(f"autoscaling.pools.{pool}", f"unknown pool {pool!r}")
                      for pool in cfg.autoscaling.pools if pool not in cfg.pools]

@@ -159,6 +159,7 @@ def _sleeper() -> DemoModel:
         "sleeper", 1, fn,
         (TensorSpec("DELAY_MS", np.int32, (1,)),),
         (TensorSpec("SLEPT_MS", np.int32, (1,)),),
+        max_batch_size=4,  # small batches keep a queue in Triton, where priorities show
     )
 
 

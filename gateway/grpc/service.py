@@ -35,10 +35,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext as Context
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway import __version__
+from gateway.admission import Admission
 from gateway.coldstart import ColdWait
 from gateway.errors import (
     PayloadTooLarge,
@@ -51,12 +53,14 @@ from gateway.grpc.errors import grpc_status, http_status
 from gateway.grpc.stats import merge_statistics
 from gateway.grpc.stream import StreamRelay, first_error
 from gateway.grpc.upstream import SERVICE, GrpcChannels, Metadata
-from gateway.grpc.wire import request_head, retarget
+from gateway.grpc.wire import MalformedMessage, request_head, retarget
 from gateway.http.app import VARIANT_HEADER
 from gateway.http.control import EXTENSIONS
 from gateway.metrics import GatewayMetrics
 from gateway.pools import Endpoint, Pool
+from gateway.priority import grpc_with_priority
 from gateway.proxy import Proxy
+from gateway.quota import Quotas
 from gateway.traffic import TrafficManager
 from router import NoEndpoint, Route, UnknownModel
 
@@ -103,7 +107,9 @@ def deadline(context: Context, ceiling: float) -> tuple[float, bool]:
 
 class GrpcFront:
     def __init__(self, proxy: Proxy, channels: GrpcChannels, metrics: GatewayMetrics,
-                 is_ready: Callable[[], bool], traffic: TrafficManager | None = None) -> None:
+                 is_ready: Callable[[], bool], traffic: TrafficManager | None = None,
+                 admission: Admission | None = None) -> None:
+        self.admission = admission or Admission(proxy.runtime, Quotas("local"), metrics)
         self.proxy = proxy
         self.channels = channels
         self.metrics = metrics
@@ -118,9 +124,15 @@ class GrpcFront:
 
         def typed(fn: Callable[[Any, Context], Awaitable[Any]],
                   request: Any) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                fn, request_deserializer=request.FromString,
-                response_serializer=lambda m: m.SerializeToString())
+            async def handler(raw_request: bytes, context: Context) -> bytes:
+                try:  # parsed here: a deserializer's failure would reach the client as UNKNOWN
+                    message = request.FromString(raw_request)
+                except DecodeError:
+                    await _abort(context, *grpc_status(MalformedMessage(
+                        f"not a valid {request.DESCRIPTOR.full_name}")))
+                return (await fn(message, context)).SerializeToString()  # type: ignore[no-any-return]
+
+            return grpc.unary_unary_rpc_method_handler(handler)
 
         handlers = {
             "ServerLive": typed(self.server_live, pb.ServerLiveRequest),
@@ -149,11 +161,13 @@ class GrpcFront:
 
     async def server_metadata(self, request: pb.ServerMetadataRequest,
                               context: Context) -> pb.ServerMetadataResponse:
+        await self._authenticated(context)
         return pb.ServerMetadataResponse(
             name="servegate", version=__version__, extensions=EXTENSIONS)
 
     async def repository_index(self, request: pb.RepositoryIndexRequest,
                                context: Context) -> pb.RepositoryIndexResponse:
+        await self._authenticated(context)
         entries = self.proxy.runtime.state.model_index(ready_only=request.ready)
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries])
@@ -183,12 +197,17 @@ class GrpcFront:
         model = ""
         variant = ""
         picked: Endpoint | None = None
+        ticket = None
         try:
             model, version, _ = request_head(request)
-            metadata, headers = client_metadata(context)
+            metadata, headers, tenant = self.caller(context)
             route = self.route(model, version, headers)
             if len(request) > route.max_body_bytes:
                 raise PayloadTooLarge(route.max_body_bytes)
+            infer = method == "ModelInfer"
+            ticket = self.admission.admit(tenant, route, infer)
+            if ticket is not None and ticket.level and infer:
+                request = grpc_with_priority(request, ticket.level)
             if route.split is not None:
                 route, variant = self._variant(route, method, headers)
                 request = retarget(request, route.model, route.version)
@@ -217,6 +236,8 @@ class GrpcFront:
                 self.traffic.stats.record(model, variant, False, elapsed)
                 self.metrics.observe_variant(model, variant, http_status(code), elapsed)
             await _abort(context, code, details)
+        finally:
+            self.admission.release(ticket)
         elapsed = time.perf_counter() - start
         self.metrics.observe(model, ep.address, "grpc", 200, elapsed)
         if variant and self.traffic is not None:
@@ -236,6 +257,23 @@ class GrpcFront:
         baseline = split.by_name[split.baseline]
         return self.proxy.runtime.state.table.target(route, baseline), baseline.name
 
+    def caller(self, context: Context) -> tuple[Metadata, dict[str, str], str | None]:
+        """The metadata to forward (never the API key), its text entries, and the tenant
+        (``None`` with auth off); :class:`Unauthorized` without a valid key."""
+        metadata, headers = client_metadata(context)
+        name = self.admission.auth_header()
+        if name is None:
+            return metadata, headers, None
+        value = headers.pop(name, None)
+        tenant = self.admission.authenticate(value.encode() if value is not None else None)
+        return tuple(m for m in metadata if m[0] != name), headers, tenant
+
+    async def _authenticated(self, context: Context) -> None:
+        try:
+            self.caller(context)
+        except Exception as exc:
+            await _abort(context, *grpc_status(exc))
+
     def route(self, model: str, version: str, headers: dict[str, str]) -> Route:
         """The route for a call (a split model's route still has to pick its variant)."""
         return self.proxy.route(model, version)
@@ -243,10 +281,11 @@ class GrpcFront:
     async def model_statistics(self, request: bytes, context: Context) -> bytes:
         try:
             model, version, _ = request_head(request)
-            metadata, headers = client_metadata(context)
+            metadata, headers, tenant = self.caller(context)
             state = self.proxy.runtime.state
             if model:
                 route = self.route(model, version, headers)
+                self.admission.admit(tenant, route, infer=False)
                 pools: Sequence[Pool] = [state.pools[route.pool]]
                 ceiling = route.timeouts.read_s
             else:
@@ -268,8 +307,11 @@ class GrpcFront:
     # ---------------------------------------------------------------- streaming
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> None:
-        metadata, headers = client_metadata(context)
-        relay = StreamRelay(self, context, metadata, headers)
+        try:
+            metadata, headers, tenant = self.caller(context)
+        except Exception as exc:
+            await _abort(context, *grpc_status(exc))
+        relay = StreamRelay(self, context, metadata, headers, tenant)
         try:
             await relay.run(requests)
         except Exception as exc:  # ExceptionGroup included; cancellation passes through

@@ -47,6 +47,7 @@ from gateway.grpc.errors import grpc_status, http_status
 from gateway.grpc.upstream import Metadata, translate
 from gateway.grpc.wire import MalformedMessage, request_head
 from gateway.pools import Endpoint
+from gateway.priority import grpc_with_priority
 from router import RouteError, UnknownModel
 
 if TYPE_CHECKING:
@@ -70,8 +71,9 @@ class _Backend:
 
 class StreamRelay:
     def __init__(self, front: GrpcFront, context: grpc.aio.ServicerContext,
-                 metadata: Metadata, headers: dict[str, str]) -> None:
+                 metadata: Metadata, headers: dict[str, str], tenant: str | None = None) -> None:
         self.front = front
+        self.tenant = tenant
         self.context = context
         self.metadata = metadata
         self.headers = headers
@@ -103,6 +105,13 @@ class StreamRelay:
             route = self.front.route(model, version, self.headers)
             if len(raw) > route.max_body_bytes:
                 raise PayloadTooLarge(route.max_body_bytes)
+            # Per message: the tenant's models, rate quota, shedding and priority. A stream's
+            # responses are not matched to requests here, so no concurrency is held.
+            admission = self.front.admission
+            ticket = admission.admit(self.tenant, route)
+            admission.release(ticket)
+            if ticket is not None and ticket.level:
+                raw = grpc_with_priority(raw, ticket.level)
             backend = self.backends.get(route.pool) or self._open(route, tasks)
         except (RouteError, GatewayError) as exc:
             await self._reply_error(exc, model, request_id)

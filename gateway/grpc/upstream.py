@@ -133,12 +133,17 @@ class GrpcChannels:
         return channel
 
     def warm(self, addresses: Iterable[str]) -> None:
-        """Start connecting to ``addresses`` now rather than on their first call.
-
-        Channels of addresses that left the config are kept (idle, no pings) until shutdown.
-        """
+        """Start connecting to ``addresses`` now rather than on their first call."""
         for address in addresses:
             self.get(address).connect()
+
+    async def forget(self, live: set[str], grace: float) -> int:
+        """Close the channels of addresses not in ``live`` (replicas that went away), letting
+        calls still running on them finish within ``grace`` seconds."""
+        gone = [a for a in self._channels if a not in live]
+        closing = [self._channels.pop(a) for a in gone]
+        await asyncio.gather(*(c.channel.close(grace) for c in closing))
+        return len(gone)
 
     async def aclose(self, grace: float | None = None) -> None:
         channels, self._channels = list(self._channels.values()), {}

@@ -9,17 +9,21 @@ server metadata, ``/v2/repository/index`` and ``/metrics`` are answered by the g
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any
 
+from gateway.admission import Admission
 from gateway.coldstart import ColdWait
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from gateway.http.asgi import ClientGone, Scope, header, read_body, respond
 from gateway.http.control import Control
 from gateway.http.errors import error_response
+from gateway.http.validate import check_infer_body
 from gateway.metrics import GatewayMetrics
+from gateway.priority import rest_with_priority
 from gateway.proxy import Proxy
 from gateway.traffic import Decision, TrafficManager
 from gateway.upstream import HOP_BY_HOP, Headers, UpstreamResponse
@@ -35,6 +39,11 @@ COLD_START_HEADER = b"x-servegate-cold-start-ms"
 # A request's own deadline for waiting on a cold start, in milliseconds.
 TIMEOUT_HEADER = b"x-servegate-timeout-ms"
 _PREFIX_LEN = len(_PREFIX)
+# A refused request's body is read and dropped up to this size, to keep the connection.
+_DRAIN_LIMIT = 64 * 1024
+_DRAIN_TIMEOUT_S = 1.0
+# Answered without an API key: probes, scraping, the admin API (its own token), the schema.
+_OPEN_PATHS = ("/v2/health/", "/metrics", "/admin", "/openapi.json")
 # action -> the one method Triton accepts for it
 _MODEL_ACTIONS = {
     "infer": "POST", "": "GET", "ready": "GET", "config": "GET", "stats": "GET",
@@ -69,7 +78,8 @@ def model_path(model: str, version: str, action: str) -> bytes:
 
 class GatewayApp:
     def __init__(self, proxy: Proxy, metrics: GatewayMetrics, control: Control,
-                 traffic: TrafficManager) -> None:
+                 traffic: TrafficManager, admission: Admission) -> None:
+        self.admission = admission
         self.proxy = proxy
         self.metrics = metrics
         self.control = control
@@ -81,16 +91,20 @@ class GatewayApp:
                 await _lifespan(receive, send)
             return
         path: str = scope["path"]
+        receive = _Tracked(receive)
         try:
             if path.startswith(_PREFIX) and path != "/v2/models/stats":
                 await self._model_call(scope, receive, send, path)
             else:
+                if not path.startswith(_OPEN_PATHS):
+                    self._authenticate(scope)
                 await self.control(scope, receive, send)
         except ClientGone:
             pass
         except Exception as exc:
             status, headers, body = error_response(exc)
             self.metrics.rejected.labels("", "http", str(status)).inc()
+            await receive.drain(scope)
             await respond(send, status, headers, body)
 
     async def _model_call(self, scope: Scope, receive: Any, send: Any, path: str) -> None:
@@ -104,13 +118,21 @@ class GatewayApp:
             raise MethodNotAllowed(_MODEL_ACTIONS[action])
         if version and not is_version(version):
             raise BadRequest(f"failed to parse model version '{version}': expected an integer")
+        ticket = None
         try:
+            tenant = self._authenticate(scope)
             route = self.proxy.route(model, version)
+            infer = action in ("infer", "generate")
+            ticket = self.admission.admit(tenant, route, infer)
             if action == "stats":
                 await self.control.model_stats(send, route)
                 return
             body = await read_body(scope, receive, route.max_body_bytes)
-            headers: Headers = [(k, v) for k, v in scope["headers"] if k not in HOP_BY_HOP]
+            if action in ("infer", "generate"):
+                check_infer_body(scope, body, action)
+            headers = self._forwarded_headers(scope)
+            if ticket is not None and ticket.level and infer:
+                body, headers = self._with_priority(model, body, headers, ticket.level)
             if route.split is not None:
                 await self._split_call(scope, send, route, action, headers, body, start)
                 return
@@ -127,12 +149,36 @@ class GatewayApp:
             label = "<unknown>" if isinstance(exc, UnknownModel) else model  # bounded labels
             self.metrics.observe(label, getattr(exc, "endpoint", ""), "http", status,
                                  time.perf_counter() - start)
+            await receive.drain(scope)
             await respond(send, status, err_headers, err_body)
             return
+        finally:
+            self.admission.release(ticket)
         _mark_cold_wait(response, cold)
         await respond(send, response.status, response.headers, response.body)
         self.metrics.observe(model, ep.address, "http", response.status,
                              time.perf_counter() - start)
+
+    def _authenticate(self, scope: Scope) -> str | None:
+        """The calling tenant (``None`` with auth off); 401 without a valid key."""
+        name = self.admission.auth_header()
+        if name is None:
+            return None
+        return self.admission.authenticate(header(scope, name.encode()))
+
+    def _forwarded_headers(self, scope: Scope) -> Headers:
+        """The client's headers minus hop-by-hop ones and the API key (never sent on)."""
+        name = self.admission.auth_header()
+        drop = HOP_BY_HOP if name is None else HOP_BY_HOP | {name.encode()}
+        return [(k, v) for k, v in scope["headers"] if k not in drop]
+
+    def _with_priority(self, model: str, body: bytes, headers: Headers,
+                       level: int) -> tuple[bytes, Headers]:
+        rewritten = rest_with_priority(body, headers, level)
+        if rewritten is None:
+            self.metrics.priority_skipped.labels(model).inc()
+            return body, headers
+        return rewritten
 
     async def _split_call(self, scope: Scope, send: Any, route: Route, action: str,
                           headers: Headers, body: bytes, start: float) -> None:
@@ -190,6 +236,41 @@ class GatewayApp:
         self.traffic.stats.record(route.model, variant, response.status < 500, elapsed)
         self.metrics.observe_variant(route.model, variant, response.status, elapsed)
         self.metrics.observe(route.model, ep.address, "http", response.status, elapsed)
+
+
+class _Tracked:
+    """``receive`` that knows whether the request body has been read to its end.
+
+    A request refused before its body was read (401, 403, 404, 429, ...) has a small body
+    drained first, so the connection stays open for the client's next request (uvicorn closes
+    a connection whose body was left unread, and a reconnect per refusal costs more than the
+    refusal). A large or slow body is not waited for: the connection is closed instead.
+    """
+
+    __slots__ = ("done", "receive")
+
+    def __init__(self, receive: Any) -> None:
+        self.receive = receive
+        self.done = False
+
+    async def __call__(self) -> Any:
+        message = await self.receive()
+        if not message.get("more_body", False) or message["type"] != "http.request":
+            self.done = True
+        return message
+
+    async def drain(self, scope: Scope) -> None:
+        if self.done:
+            return
+        declared = header(scope, b"content-length")
+        if declared is None or not declared.isdigit() or int(declared) > _DRAIN_LIMIT:
+            return
+        try:
+            async with asyncio.timeout(_DRAIN_TIMEOUT_S):
+                while not self.done:
+                    await self()
+        except TimeoutError:
+            pass
 
 
 def _mark_cold_wait(response: UpstreamResponse, cold: ColdWait) -> None:

@@ -606,7 +606,11 @@ def test_schema_rejects_bad_values(path: str, value: Any, message: str) -> None:
      "models.classifier.versions.2.pool: unknown pool \"canary\" (pools: gpu)"),
     (_with("pools.gpu.modelRepository", {"uri": ""}),
      "pools.gpu.modelRepository.uri is required"),
-], ids=["unknown-pool", "unknown-version-pool", "no-model-repository"])
+    (_with("gateway.terminationGracePeriodSeconds", 10),
+     "gateway.terminationGracePeriodSeconds must exceed"),
+    (_with("auth", {"enabled": True}), "auth.existingSecret is required"),
+], ids=["unknown-pool", "unknown-version-pool", "no-model-repository", "short-grace",
+        "auth-without-secret"])
 def test_template_errors_name_the_key(values: dict[str, Any], message: str) -> None:
     with helm.Chart.load(CHART) as chart, pytest.raises(helm.HelmRenderError) as err:
         chart.render(values, name="sg", namespace=NAMESPACE)
@@ -626,3 +630,29 @@ def test_values_schema_is_draft7_and_accepts_the_shipped_values() -> None:
         for example in EXAMPLES:
             validator.validate(chart.merge_values(yaml.safe_load(example.read_text())))
     assert not validator.is_valid({**defaults, "gatway": {}})
+
+
+def test_api_keys_and_tenants_render_into_config_and_a_secret_mount() -> None:
+    values = matrix_values("keda", False, 1)
+    values["auth"] = {"enabled": True, "existingSecret": "servegate-api-keys"}
+    values["tenants"] = {"acme": {"models": ["*"], "priority": "critical",
+                                  "requests_per_s": 50}}
+    values["priorities"] = {"critical": 1}
+    first_pool = next(iter(values["pools"]))
+    values["pools"][first_pool]["shedding"] = {"sheddable_at": 4}
+    r = render(values)
+    cfg = parse_config(r.config(), "rendered servegate.yaml")
+    assert cfg.auth is not None and cfg.auth.header == "authorization"
+    assert cfg.tenants["acme"].requests_per_s == 50
+    assert cfg.pools[first_pool].shedding.sheddable_at == 4
+    gw = r.container(r.gateway(), "gateway")
+    assert "--api-keys-file=/etc/servegate-keys/keys.yaml" in gw["args"]
+    assert {"name": "api-keys", "mountPath": "/etc/servegate-keys",
+            "readOnly": True} in gw["volumeMounts"]
+    volumes = r.gateway()["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "api-keys", "secret": {"secretName": "servegate-api-keys"}} in volumes
+    # off by default: no keys file, no auth section
+    plain = render(matrix_values("keda", False, 1))
+    assert "auth" not in plain.config()
+    assert not any(a.startswith("--api-keys-file")
+                   for a in plain.container(plain.gateway(), "gateway")["args"])

@@ -164,6 +164,7 @@ seccompProfile:
 {{- with $p.health }}{{ $_ := set $entry "health" . }}{{ end -}}
 {{- with $p.timeouts }}{{ $_ := set $entry "timeouts" . }}{{ end -}}
 {{- with $p.cold_start }}{{ $_ := set $entry "cold_start" . }}{{ end -}}
+{{- with $p.shedding }}{{ $_ := set $entry "shedding" . }}{{ end -}}
 {{- $_ := set $cfgPools $name $entry -}}
 {{- $as := deepCopy (default (dict) $p.autoscaling) -}}
 {{- /* the Deployment the kubernetes actuator (scaling.mode=direct) scales */ -}}
@@ -187,6 +188,9 @@ seccompProfile:
 {{- end -}}
 {{- $cfg := dict "pools" $cfgPools "models" .Values.models -}}
 {{- with .Values.limits }}{{ $_ := set $cfg "limits" . }}{{ end -}}
+{{- if .Values.auth.enabled }}{{ $_ := set $cfg "auth" (dict "header" .Values.auth.header) }}{{ end -}}
+{{- with .Values.tenants }}{{ $_ := set $cfg "tenants" . }}{{ end -}}
+{{- with .Values.priorities }}{{ $_ := set $cfg "priorities" . }}{{ end -}}
 {{- $_ := set $cfg "autoscaling" (dict "signals" $signals "pools" $scalePools) -}}
 {{- toYaml $cfg -}}
 {{- end -}}
