@@ -48,6 +48,10 @@ class DemoModel:
     max_batch_size: int = 64
     # decoupled (any number of responses per request): ``fn`` is a generator of response lists
     decoupled: bool = False
+    # Triton priority levels of the dynamic batcher (default level 2 of 3), 0: none. Only the
+    # sleeper has them: with Triton 2.51 a priority queue costs the fast models about half
+    # their throughput and a ~500 ms p99 under load (measured with loadtest/bench_overhead.py).
+    priority_levels: int = 0
 
 
 def mlp_weights(version: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -160,6 +164,7 @@ def _sleeper() -> DemoModel:
         (TensorSpec("DELAY_MS", np.int32, (1,)),),
         (TensorSpec("SLEPT_MS", np.int32, (1,)),),
         max_batch_size=4,  # small batches keep a queue in Triton, where priorities show
+        priority_levels=3,
     )
 
 

@@ -67,8 +67,9 @@ def main(argv: list[str] | None = None) -> int:
                 outputs=[Tensor(name=t.name, dtype=t.dtype, shape=t.shape) for t in m.outputs],
                 config=ModelConfig(
                     batching=batched, max_batch_size=max(m.max_batch_size, 1),
-                    batcher=DynamicBatcher(max_queue_delay_microseconds=100, priority_levels=3,
-                                            default_priority_level=2),
+                    batcher=DynamicBatcher(
+                        max_queue_delay_microseconds=100, priority_levels=m.priority_levels,
+                        default_priority_level=2 if m.priority_levels else 0),
                     decoupled=m.decoupled,
                 ),
                 strict=False,
