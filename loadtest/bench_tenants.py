@@ -12,8 +12,9 @@ open-loop at ``--quiet-rps`` (a fixed schedule, so its latency is not hidden by 
 Reported: the quiet tenant's p50/p99 in both phases and their ratio (target: loaded p99
 within 20% of unloaded), what the noisy tenant got (admitted/s, 429s), and any quiet request
 that failed (lost). A request that met a keep-alive connection the gateway had just closed for
-idleness is sent again on a new one, as HTTP clients do, and counted as resent. The load generator is one asyncio process on raw keep-alive HTTP/1.1
-connections; the gateway, Triton and the generator share this machine's cores.
+idleness is sent again on a new one, as HTTP clients do, and counted as resent. The load
+generator is one asyncio process on raw keep-alive HTTP/1.1 connections; the gateway, Triton
+and the generator share this machine's cores.
 
     .venv/bin/python loadtest/bench_tenants.py --duration 20
 Writes ``loadtest/results/tenants.json``.
