@@ -23,11 +23,16 @@ class RoutingState:
     pools: dict[str, Pool]
     generation: int
 
-    def model_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+    def model_index(self, ready_only: bool = False,
+                    tenant: str | None = None) -> list[dict[str, str]]:
         """The repository index as the gateway sees it: every routed (model, version), READY
-        when its pool has an admitted endpoint, else UNAVAILABLE with a reason."""
+        when its pool has an admitted endpoint, else UNAVAILABLE with a reason; with a
+        ``tenant``, only the models that tenant may call."""
         models = []
+        allowed = self.config.tenants.get(tenant) if tenant is not None else None
         for route in self.table.routes():
+            if tenant is not None and (allowed is None or not allowed.allows(route.model)):
+                continue
             pool = self.pools[route.pool]
             entry = {"name": route.model}
             if route.version:

@@ -167,8 +167,8 @@ class GrpcFront:
 
     async def repository_index(self, request: pb.RepositoryIndexRequest,
                                context: Context) -> pb.RepositoryIndexResponse:
-        await self._authenticated(context)
-        entries = self.proxy.runtime.state.model_index(ready_only=request.ready)
+        tenant = await self._authenticated(context)
+        entries = self.proxy.runtime.state.model_index(request.ready, tenant)
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries])
 
@@ -268,9 +268,9 @@ class GrpcFront:
         tenant = self.admission.authenticate(value.encode() if value is not None else None)
         return tuple(m for m in metadata if m[0] != name), headers, tenant
 
-    async def _authenticated(self, context: Context) -> None:
+    async def _authenticated(self, context: Context) -> str | None:
         try:
-            self.caller(context)
+            return self.caller(context)[2]
         except Exception as exc:
             await _abort(context, *grpc_status(exc))
 

@@ -97,7 +97,7 @@ class GatewayApp:
                 await self._model_call(scope, receive, send, path)
             else:
                 if not path.startswith(_OPEN_PATHS):
-                    self._authenticate(scope)
+                    scope["servegate.tenant"] = self._authenticate(scope)
                 await self.control(scope, receive, send)
         except ClientGone:
             pass

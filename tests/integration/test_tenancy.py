@@ -230,3 +230,13 @@ def test_key_rotation_on_reload_and_a_bad_keys_file_keeps_the_old_keys(
         keys_path.write_text(original)
         gw.reload()
         wait_for(lambda: raw(gw, infer, bearer("acme"), INFER)[0] == 200, 10, "keys restored")
+
+
+def test_repository_index_lists_only_the_tenants_models(gw: GatewayProcess) -> None:
+    status, _, doc = raw(gw, "/v2/repository/index", bearer("globex"), b"{}")
+    assert status == 200 and [m["name"] for m in doc] == ["identity"]
+    status, _, doc = raw(gw, "/v2/repository/index", bearer("acme"), b"{}")
+    assert sorted(m["name"] for m in doc) == ["classifier", "identity", "sleeper"]
+    index = grpcclient.InferenceServerClient(gw.grpc).get_model_repository_index(
+        headers=bearer("globex"), as_json=True)
+    assert [m["name"] for m in index["models"]] == ["identity"]
