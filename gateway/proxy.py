@@ -135,19 +135,18 @@ class Proxy:
 
     def failed(self, ep: Endpoint, exc: UpstreamError) -> None:
         """Report a transport failure to the endpoint's health and the error counter."""
-        pool = self.runtime.state.pools.get(ep.pool)
-        if pool is not None:
-            ep.failed(self._clock(), pool.config.health, str(exc))
-        if self.metrics is not None:
-            self.metrics.upstream_error(ep.pool, ep.address, exc.kind)
+        self._count_failure(ep, str(exc), exc.kind)
 
     def answered_unhealthy(self, ep: Endpoint, reason: str) -> None:
         """An answer that says the endpoint is unwell (``health.eject_on_5xx``): a failure."""
+        self._count_failure(ep, reason, "status")
+
+    def _count_failure(self, ep: Endpoint, reason: str, kind: str) -> None:
         pool = self.runtime.state.pools.get(ep.pool)
         if pool is not None:
             ep.failed(self._clock(), pool.config.health, reason)
         if self.metrics is not None:
-            self.metrics.upstream_error(ep.pool, ep.address, "status")
+            self.metrics.upstream_error(ep.pool, ep.address, kind)
 
 
 def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:

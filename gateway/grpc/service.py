@@ -60,7 +60,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.pools import Endpoint, Pool
 from gateway.priority import grpc_with_priority
 from gateway.proxy import Proxy
-from gateway.quota import Quotas
 from gateway.traffic import TrafficManager
 from router import NoEndpoint, Route, UnknownModel
 
@@ -107,9 +106,9 @@ def deadline(context: Context, ceiling: float) -> tuple[float, bool]:
 
 class GrpcFront:
     def __init__(self, proxy: Proxy, channels: GrpcChannels, metrics: GatewayMetrics,
-                 is_ready: Callable[[], bool], traffic: TrafficManager | None = None,
-                 admission: Admission | None = None) -> None:
-        self.admission = admission or Admission(proxy.runtime, Quotas("local"), metrics)
+                 is_ready: Callable[[], bool], traffic: TrafficManager | None,
+                 admission: Admission) -> None:
+        self.admission = admission
         self.proxy = proxy
         self.channels = channels
         self.metrics = metrics
@@ -161,13 +160,13 @@ class GrpcFront:
 
     async def server_metadata(self, request: pb.ServerMetadataRequest,
                               context: Context) -> pb.ServerMetadataResponse:
-        await self._authenticated(context)
+        await self._caller_or_abort(context)
         return pb.ServerMetadataResponse(
             name="servegate", version=__version__, extensions=EXTENSIONS)
 
     async def repository_index(self, request: pb.RepositoryIndexRequest,
                                context: Context) -> pb.RepositoryIndexResponse:
-        tenant = await self._authenticated(context)
+        _, _, tenant = await self._caller_or_abort(context)
         entries = self.proxy.runtime.state.model_index(request.ready, tenant)
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries])
@@ -268,9 +267,11 @@ class GrpcFront:
         tenant = self.admission.authenticate(value.encode() if value is not None else None)
         return tuple(m for m in metadata if m[0] != name), headers, tenant
 
-    async def _authenticated(self, context: Context) -> str | None:
+    async def _caller_or_abort(
+            self, context: Context) -> tuple[Metadata, dict[str, str], str | None]:
+        """:meth:`caller`, or the call ends with UNAUTHENTICATED."""
         try:
-            return self.caller(context)[2]
+            return self.caller(context)
         except Exception as exc:
             await _abort(context, *grpc_status(exc))
 
@@ -307,10 +308,7 @@ class GrpcFront:
     # ---------------------------------------------------------------- streaming
 
     async def model_stream_infer(self, requests: AsyncIterator[bytes], context: Context) -> None:
-        try:
-            metadata, headers, tenant = self.caller(context)
-        except Exception as exc:
-            await _abort(context, *grpc_status(exc))
+        metadata, headers, tenant = await self._caller_or_abort(context)
         relay = StreamRelay(self, context, metadata, headers, tenant)
         try:
             await relay.run(requests)

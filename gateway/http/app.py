@@ -128,7 +128,7 @@ class GatewayApp:
                 await self.control.model_stats(send, route)
                 return
             body = await read_body(scope, receive, route.max_body_bytes)
-            if action in ("infer", "generate"):
+            if infer:
                 check_infer_body(scope, body, action)
             headers = self._forwarded_headers(scope)
             if ticket is not None and ticket.level and infer:
