@@ -7,7 +7,7 @@ cancelled and never blocks the control loop:
 
 - the worker runs in its own session (process group), so stopping it also stops the
   ``tritonserver`` and Python-backend stubs it spawned; on Linux it also gets SIGTERM if the
-  autoscaler dies (``PR_SET_PDEATHSIG``), which stops its Triton;
+  autoscaler dies (:func:`adapters.procs.die_with_parent`), which stops its Triton;
 - ``LD_LIBRARY_PATH`` starts with Python's LIBDIR, so the Python backend stub loads the same
   libpython as the interpreter;
 - a start waits, with a deadline, for the worker's ready line on its output, and a failed
@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 import sysconfig
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from adapters.procs import die_with_parent
 from autoscaler.errors import ReplicaStartError
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -54,21 +50,6 @@ def worker_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
         p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def _death_signal() -> Callable[[], None] | None:
-    """A preexec function asking Linux to SIGTERM the child when its parent dies."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
-
-    return preexec
 
 
 @dataclass(frozen=True)
@@ -135,7 +116,7 @@ async def _spawn(spec: WorkerSpec, ports: tuple[int, int, int], name: str,
                  env: Mapping[str, str]) -> WorkerProcess:
     proc = await asyncio.create_subprocess_exec(
         *spec.argv(ports), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=dict(env), cwd=spec.cwd, start_new_session=True, preexec_fn=_death_signal())
+        env=dict(env), cwd=spec.cwd, start_new_session=True, preexec_fn=die_with_parent())
     return WorkerProcess(proc, ports, name)
 
 

@@ -1,7 +1,8 @@
 """Start and stop Triton worker processes (demo, tests, benchmarks) without orphans.
 
 Each worker runs in its own session (process group) so that stopping it also stops the
-``tritonserver`` and Python-backend stubs it spawned.
+``tritonserver`` and Python-backend stubs it spawned, and gets SIGTERM when the process that
+started it dies (:func:`adapters.procs.die_with_parent`), so none outlives its parent.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from adapters.procs import die_with_parent
 from gateway.demo.triton_worker import READY_LINE
 
 
@@ -119,7 +121,7 @@ def _start_once(
     ]
     proc = subprocess.Popen(
         cmd, env=triton_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
+        text=True, start_new_session=True, preexec_fn=die_with_parent(),
     )
     tp = TritonProcess(http, grpc, metrics, proc)
     ready = threading.Event()

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from adapters.procs import die_with_parent
 from gateway.demo.launch import TritonProcess, start_triton
 
 
@@ -225,8 +226,9 @@ def run_demo(s: DemoSettings) -> int:
         token_path.write_text(secrets.token_urlsafe(24) + "\n")
         token_path.chmod(0o600)
         gateway = subprocess.Popen(gateway_command(s, config_path, token_path),
-                                   start_new_session=True)
-        autoscaler = subprocess.Popen(autoscaler_command(s, config_path), start_new_session=True)
+                                   start_new_session=True, preexec_fn=die_with_parent())
+        autoscaler = subprocess.Popen(autoscaler_command(s, config_path),
+                                      start_new_session=True, preexec_fn=die_with_parent())
         wait_ready(f"http://{s.host}:{s.http_port}/v2/health/ready", 30, gateway)
         wait_ready(f"{autoscaler_url}/status", 30, autoscaler)
         print(_banner(s, config_path, token_path), flush=True)

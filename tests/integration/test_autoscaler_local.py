@@ -142,3 +142,37 @@ def test_activation_starts_a_replica_and_idle_stops_it(autoscaler: tuple[str, An
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     wait_for(lambda: not workers(port2), 10, "no worker left after SIGTERM")
+
+
+def test_a_replica_never_outlives_a_killed_autoscaler(autoscaler: tuple[str, Any]) -> None:
+    """SIGKILL (an OOM kill, a crashed node agent): the autoscaler cannot stop its replicas,
+    so the kernel's parent-death signal must; no worker, tritonserver or stub is left."""
+    base, proc = autoscaler
+    first = endpoints(base)
+    post(base + "/activate", {"pool": "demo"})
+    up = endpoints(base, first["version"], wait_s=60)
+    assert len(up["endpoints"]) == 1, up
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+    assert any("tritonserver" in command(p) for p in descendants), descendants
+    proc.kill()
+    proc.wait(10)
+    wait_for(lambda: not alive(descendants), 10, "every process the autoscaler started to exit")
+
+
+def command(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:  # gone, or a zombie
+        return ""
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (a zombie waiting for its reaper has exited)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
