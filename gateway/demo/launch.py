@@ -1,8 +1,9 @@
 """Start and stop Triton worker processes (demo, tests, benchmarks) without orphans.
 
 Each worker runs in its own session (process group) so that stopping it also stops the
-``tritonserver`` and Python-backend stubs it spawned, and gets SIGTERM when the process that
-started it dies (:func:`adapters.procs.die_with_parent`), so none outlives its parent.
+``tritonserver`` and Python-backend stubs it spawned, and stops when the process that started
+it dies (the parent-death signal where it was started on the main thread, and the worker's own
+parent watch everywhere), so none outlives its parent.
 """
 
 from __future__ import annotations

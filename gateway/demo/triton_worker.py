@@ -5,7 +5,9 @@ Run as its own process by ``servegate demo`` and the test fixtures:
     python -m gateway.demo.triton_worker --http-port 8100 --grpc-port 8101 --metrics-port 8102
 
 It prints ``SERVEGATE_TRITON_READY`` once every model answers ready, and stops Triton (no
-orphaned ``tritonserver``) on SIGTERM or SIGINT. The parent must set ``LD_LIBRARY_PATH`` to
+orphaned ``tritonserver``) on SIGTERM or SIGINT, or when the process that started it exits
+(:func:`adapters.procs.watch_parent`: it may have been started from a thread, where the
+parent-death signal does not hold). The parent must set ``LD_LIBRARY_PATH`` to
 Python's LIBDIR (see :func:`gateway.demo.launch.triton_env`) so the Python backend stub loads
 the same libpython as this interpreter.
 """
@@ -41,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
+    from adapters.procs import watch_parent
     from gateway.demo.models import Faults, demo_models
 
     faults = Faults(args.classifier_fail_rate, args.classifier_delay_ms)
@@ -55,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    watch_parent(stop.set)
     triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[]))
     try:
         for m in models:
