@@ -4,11 +4,6 @@
      ├── SignalError          a signal source could not be read
      │    ├── ScrapeError     HTTP scrape / Redis read failed (httpx, redis errors chained)
      │    └── ParseError      the source answered with something we cannot parse
-     ├── KubernetesError      the Kubernetes API refused or failed a call (status, reason)
-     │    ├── KubernetesUnavailable   transport failure, timeout, 5xx, 429: try again later
-     │    ├── KubernetesForbidden     401 / 403: the RBAC of the service account is short
-     │    ├── KubernetesNotFound      404: no such Deployment / Lease
-     │    └── KubernetesConflict      409: someone else wrote first (lease races)
      ├── ActuatorError        scaling a target failed; ``target`` names it (pool, Deployment,
      │    │                   replica), the cause is chained
      │    └── ReplicaStartError  a local Triton replica did not come up in time
@@ -21,13 +16,29 @@ Where it sits: adapters (the scrapers in :mod:`autoscaler.signals`) translate th
 errors into :class:`ScrapeError` in one place each and the collectors turn them into typed
 "no data" readings; the policy itself never raises for missing data (a missing signal is a
 value, :class:`autoscaler.policy.NoData`). The Kubernetes adapter
-(:mod:`autoscaler.actuators.kubeapi`) is the one place that turns httpx errors and API status
-codes into :class:`KubernetesError`; actuators wrap whatever fails in :class:`ActuatorError`
+(:mod:`adapters.kube`, shared with the gateway) is the one place that turns httpx errors and
+API status codes into :class:`KubernetesError` (from :mod:`adapters.errors`, re-exported
+here); actuators wrap whatever fails in :class:`ActuatorError`
 with the target's name. The control loop logs an :class:`ActuatorError` and tries again on the
 next tick. The CLI maps :class:`SetupError` and :class:`SimulationError` to exit code 2.
 """
 
 from __future__ import annotations
+
+# The Kubernetes API adapter is shared with the gateway: its errors live with it.
+from adapters.errors import (
+    KubernetesConflict,
+    KubernetesError,
+    KubernetesForbidden,
+    KubernetesGone,
+    KubernetesNotFound,
+    KubernetesUnavailable,
+)
+
+__all__ = ["ActuatorError", "AutoscalerError", "KubernetesConflict", "KubernetesError",
+           "KubernetesForbidden", "KubernetesGone", "KubernetesNotFound",
+           "KubernetesUnavailable", "ParseError", "PlotError", "ReplicaStartError",
+           "ScrapeError", "SetupError", "SignalError", "SimulationError", "TraceError"]
 
 
 class AutoscalerError(Exception):
@@ -48,32 +59,6 @@ class ScrapeError(SignalError):
 
 class ParseError(SignalError):
     """The source answered, but not in a format we understand."""
-
-
-class KubernetesError(AutoscalerError):
-    """A Kubernetes API call failed; ``status`` is the HTTP status (0: no answer)."""
-
-    def __init__(self, what: str, message: str, status: int = 0, reason: str = "") -> None:
-        self.what = what
-        self.status = status
-        self.reason = reason
-        super().__init__(f"{what}: {message}")
-
-
-class KubernetesUnavailable(KubernetesError):
-    """No answer, a timeout, 429 or a 5xx: worth trying again later."""
-
-
-class KubernetesForbidden(KubernetesError):
-    """401 or 403: the credentials or the RBAC rules do not allow the call."""
-
-
-class KubernetesNotFound(KubernetesError):
-    """404: the object (or its resource) does not exist."""
-
-
-class KubernetesConflict(KubernetesError):
-    """409: the object changed since it was read, or already exists."""
 
 
 class ActuatorError(AutoscalerError):

@@ -239,14 +239,14 @@ class Autoscaler:
         return keda
 
     async def _kubernetes(self) -> Actuator:
-        from autoscaler.actuators.kubeapi import KubeClient, env_connection, in_cluster_namespace
+        from adapters.kube import KubeClient, KubeConnection, KubeTimeouts, in_cluster_namespace
         from autoscaler.actuators.kubernetes import DeploymentRef, ScaleActuator
         from autoscaler.actuators.lease import LeaderElector, LeaseSettings
 
         kube = self.settings.kube
         try:
-            conn = env_connection(self.environ, kube.kubeconfig, kube.context, kube.api_url,
-                                  kube.timeout_s)
+            conn = KubeConnection.load(kube.kubeconfig, kube.context, kube.api_url,
+                                       KubeTimeouts(kube.timeout_s, kube.timeout_s))
         except KubernetesError as exc:
             raise SetupError(f"no Kubernetes API to talk to: {exc}") from exc
         identity = _identity(kube)

@@ -23,7 +23,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.discovery_k8s import RETRY_S, KubeApi, SliceWatch, load_kube_api, load_kube_config
+from gateway.discovery_k8s import (
+    RETRY_S,
+    SliceApi,
+    SliceWatch,
+    load_kube_connection,
+    load_slice_api,
+)
 from gateway.errors import DiscoveryError, UpstreamError
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
@@ -45,7 +51,7 @@ def check_supported(runtime: Runtime) -> None:
     for name, pool in runtime.state.config.pools.items():
         if pool.discovery.type == "kubernetes":
             try:
-                load_kube_config()
+                load_kube_connection()
             except DiscoveryError as exc:
                 raise DiscoveryError(f"pool '{name}': {exc}") from exc
             return
@@ -53,14 +59,14 @@ def check_supported(runtime: Runtime) -> None:
 
 class Discovery:
     def __init__(self, runtime: Runtime, upstream: Upstream, on_change: Callable[[str], None],
-                 kube_api: Callable[[], KubeApi] = load_kube_api,
+                 kube_api: Callable[[], SliceApi] = load_slice_api,
                  kube_retry_s: float = RETRY_S) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.on_change = on_change
         self._kube_factory = kube_api  # blocking; called in a worker thread, once
         self._kube_retry_s = kube_retry_s
-        self._kube: KubeApi | None = None
+        self._kube: SliceApi | None = None
         self._kube_lock = asyncio.Lock()
         self._tasks: dict[str, tuple[DiscoveryConfig, asyncio.Task[None]]] = {}
 
@@ -101,7 +107,7 @@ class Discovery:
         await SliceWatch(api, spec, lambda endpoints: self._publish(pool, endpoints),
                          retry_s=self._kube_retry_s, name=pool).run()
 
-    async def _kube_api(self) -> KubeApi:
+    async def _kube_api(self) -> SliceApi:
         """The one API client all kubernetes pools share, made on first need."""
         async with self._kube_lock:
             while self._kube is None:

@@ -9,10 +9,10 @@ them on (``Runtime.set_endpoints``, then the cold-start buffer's wake-up). A wat
 closes is resumed from the last resourceVersion seen; ``410 Gone`` and any failure re-list after
 a short fixed pause, the pool keeping its last known endpoints meanwhile.
 
-:class:`KubeApi` speaks to the API server with httpx (async: cancelling the task closes the
-watch), using what the ``kubernetes`` client's standard loaders find: the in-cluster service
-account, else the kubeconfig (:func:`load_kube_config`, called only when a kubernetes pool exists).
-Library errors become :class:`gateway.errors.DiscoveryError` in one place, :func:`_map_errors`.
+:class:`SliceApi` makes its two calls through the Kubernetes adapter shared with the
+autoscaler (:mod:`adapters.kube`: one httpx client, the standard credential loaders, called
+only when a kubernetes pool exists); the adapter's errors become
+:class:`gateway.errors.DiscoveryError` in one place, :func:`_discovery_errors`.
 
 RBAC: the gateway's service account needs ``get``, ``list`` and ``watch`` on ``endpointslices``
 in API group ``discovery.k8s.io``, in every namespace it watches (a namespaced Role is enough).
@@ -21,16 +21,13 @@ in API group ``discovery.k8s.io``, in every namespace it watches (a namespaced R
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import ssl
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
-from dataclasses import dataclass
 from typing import Any, Literal
 
-import httpx
-
+from adapters.errors import KubernetesError, KubernetesGone
+from adapters.kube import KubeClient, KubeConnection, KubeTimeouts
 from gateway.errors import DiscoveryError
 from router import EndpointConfig
 from router.config import DiscoveryConfig
@@ -43,14 +40,7 @@ RETRY_S = 0.5
 Slice = Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class KubeTimeouts:
-    connect_s: float = 5.0
-    request_s: float = 10.0  # one list call, start to finish
-    watch_s: int = 300  # the server ends each watch after this (timeoutSeconds); we resume
-
-
-DEFAULT_TIMEOUTS = KubeTimeouts()
+DEFAULT_TIMEOUTS = KubeTimeouts(connect_s=5.0, request_s=10.0, watch_s=300)
 
 
 # ---- pure: slices -> endpoints --------------------------------------------------------------
@@ -117,145 +107,74 @@ def endpoints_from_slices(slices: Iterable[Slice], http_port_name: str = "http",
     return [found[http] for http in sorted(found)]
 
 
-# ---- the API server --------------------------------------------------------------------------
+# ---- the API server (through the shared adapter) ----------------------------------------------
 
 @contextmanager
-def _map_errors(what: str) -> Iterator[None]:
-    """The one place where httpx and decoding errors become :class:`DiscoveryError`."""
+def _discovery_errors() -> Iterator[None]:
+    """The one place where the Kubernetes adapter's errors become :class:`DiscoveryError`."""
     try:
         yield
-    except httpx.TimeoutException as exc:
-        raise DiscoveryError(f"{what}: timed out ({type(exc).__name__})") from exc
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise DiscoveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DiscoveryError(f"{what}: unexpected response: {exc!r}") from exc
+    except KubernetesError as exc:
+        raise DiscoveryError(str(exc)) from exc
 
 
-def _status(code: int, body: bytes) -> dict[str, Any]:
-    """The API's ``Status`` object for a failed call (synthesised when the body is not one)."""
-    try:
-        doc = json.loads(body)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, dict):
-        doc = {"message": body[:200].decode("utf-8", "replace")}
-    return {**doc, "code": code}
+class SliceApi:
+    """The two calls discovery makes (list and watch a Service's EndpointSlices) over the
+    shared :class:`adapters.kube.KubeClient`."""
 
-
-class KubeApi:
-    """The two calls discovery makes (list and watch EndpointSlices) over one httpx client.
-
-    ``auth`` returns the headers to send, asked before each call in a worker thread (the
-    standard loaders may re-read a rotated token file or run a credential plugin).
-    """
-
-    def __init__(self, base_url: str, *, auth: Callable[[], Mapping[str, str]] | None = None,
-                 verify: ssl.SSLContext | bool = True, proxy: str | None = None,
-                 sni_hostname: str | None = None,
-                 timeouts: KubeTimeouts = DEFAULT_TIMEOUTS) -> None:
-        self.base_url = base_url
-        self.timeouts = timeouts
-        self._auth = auth
-        self._extensions = {"sni_hostname": sni_hostname} if sni_hostname else {}
-        # trust_env off: like the kubernetes client, ignore HTTP(S)_PROXY; use only ``proxy``.
-        self._client = httpx.AsyncClient(
-            base_url=base_url, verify=verify, proxy=proxy, trust_env=False,
-            timeout=httpx.Timeout(timeouts.request_s, connect=timeouts.connect_s))
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
 
     @classmethod
-    def from_configuration(cls, cfg: Any, timeouts: KubeTimeouts = DEFAULT_TIMEOUTS) -> KubeApi:
-        """From a loaded ``kubernetes.client.Configuration`` (host, TLS files, token)."""
-        verify: ssl.SSLContext | bool = True
-        if str(cfg.host).startswith("https"):
-            verify = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-            if cfg.cert_file:
-                verify.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-            if not cfg.verify_ssl:
-                verify.check_hostname = False
-                verify.verify_mode = ssl.CERT_NONE
-
-        def auth() -> dict[str, str]:
-            return {a["key"]: a["value"] for a in cfg.auth_settings().values()
-                    if a.get("in") == "header" and a.get("value")}
-
-        return cls(cfg.host, auth=auth, verify=verify, proxy=cfg.proxy or None,
-                   sni_hostname=getattr(cfg, "tls_server_name", None) or None, timeouts=timeouts)
+    def connect(cls, conn: KubeConnection) -> SliceApi:
+        return cls(KubeClient(conn))
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self.client.aclose()
 
     async def list_slices(self, namespace: str, service: str) -> tuple[list[Slice], str]:
         """The Service's EndpointSlices and the list's resourceVersion."""
-        what = f"list endpointslices {namespace}/{service}"
-        with _map_errors(what):
-            resp = await self._client.get(
-                _path(namespace), params={"labelSelector": f"{SERVICE_NAME_LABEL}={service}"},
-                headers=await self._headers(), extensions=self._extensions)
-            if resp.status_code != 200:
-                status = _status(resp.status_code, resp.content)
-                raise DiscoveryError(f"{what}: HTTP {status['code']}: {status.get('message')}")
-            doc = resp.json()
-            return list(doc.get("items") or []), str(doc["metadata"]["resourceVersion"])
+        with _discovery_errors():
+            doc = await self.client.get(
+                _path(namespace), {"labelSelector": f"{SERVICE_NAME_LABEL}={service}"})
+            try:
+                return list(doc.get("items") or []), str(doc["metadata"]["resourceVersion"])
+            except (KeyError, TypeError) as exc:
+                raise DiscoveryError(f"list endpointslices {namespace}/{service}: "
+                                     f"unexpected response: {exc!r}") from exc
 
     async def watch_slices(self, namespace: str, service: str,
                            resource_version: str) -> AsyncGenerator[tuple[str, dict[str, Any]]]:
-        """``(type, object)`` for each watch event until the server ends the watch. A refused
-        watch comes as one ``ERROR`` event carrying the ``Status`` (``code`` 410: too old)."""
-        params = {"labelSelector": f"{SERVICE_NAME_LABEL}={service}", "watch": "true",
-                  "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-                  "timeoutSeconds": str(self.timeouts.watch_s)}
-        t = self.timeouts
-        timeout = httpx.Timeout(t.request_s, connect=t.connect_s, read=t.watch_s + 30.0)
-        with _map_errors(f"watch endpointslices {namespace}/{service}"):
-            async with self._client.stream("GET", _path(namespace), params=params,
-                                           headers=await self._headers(), timeout=timeout,
-                                           extensions=self._extensions) as resp:
-                if resp.status_code != 200:
-                    yield "ERROR", _status(resp.status_code, await resp.aread())
-                    return
-                async for line in resp.aiter_lines():
-                    if line.strip():
-                        event = json.loads(line)
-                        yield str(event["type"]), dict(event["object"])
-
-    async def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        if self._auth is not None:
-            try:
-                headers.update(await asyncio.to_thread(self._auth))
-            except Exception as exc:  # whatever the loader's refresh raises (files, plugins)
-                raise DiscoveryError(f"Kubernetes API credentials: {exc}") from exc
-        return headers
+        """``(type, object)`` for each watch event until the server ends the watch; ``None``
+        at the end when the watch's version is too old (410: list again)."""
+        events = self.client.watch(_path(namespace),
+                                   {"labelSelector": f"{SERVICE_NAME_LABEL}={service}"},
+                                   resource_version)
+        with _discovery_errors():
+            async with aclosing(events):
+                try:
+                    async for event in events:
+                        yield event
+                except KubernetesGone:
+                    yield "GONE", {}
 
 
 def _path(namespace: str) -> str:
     return f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
 
 
-def load_kube_config() -> Any:
-    """The ``kubernetes.client.Configuration`` the standard loaders find: the in-cluster service
-    account, else the kubeconfig (``$KUBECONFIG``, ``~/.kube/config``). Blocking (files, maybe
-    a credential plugin): call it off the event loop once serving."""
-    # Imported here: heavy, and only pools with kubernetes discovery need it.
-    from kubernetes import client, config
+def load_kube_connection(timeouts: KubeTimeouts = DEFAULT_TIMEOUTS) -> KubeConnection:
+    """What the standard loaders find: the in-cluster service account, else the kubeconfig.
+    Blocking (files, maybe a credential plugin): call it off the event loop once serving."""
+    with _discovery_errors():
+        return KubeConnection.load(timeouts=timeouts)
 
-    cfg = client.Configuration()
+
+def load_slice_api(timeouts: KubeTimeouts = DEFAULT_TIMEOUTS) -> SliceApi:
+    """:class:`SliceApi` over :func:`load_kube_connection`; blocking, like it."""
+    conn = load_kube_connection(timeouts)
     try:
-        try:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    except (config.ConfigException, OSError, ValueError) as exc:
-        raise DiscoveryError(f"no usable Kubernetes API configuration: {exc}") from exc
-    return cfg
-
-
-def load_kube_api(timeouts: KubeTimeouts = DEFAULT_TIMEOUTS) -> KubeApi:
-    """:class:`KubeApi` over :func:`load_kube_config`; blocking, like it."""
-    cfg = load_kube_config()
-    try:
-        return KubeApi.from_configuration(cfg, timeouts)
+        return SliceApi.connect(conn)
     except OSError as exc:  # the CA or client certificate files (ssl.SSLError is an OSError)
         raise DiscoveryError(f"Kubernetes API TLS configuration: {exc}") from exc
 
@@ -266,7 +185,7 @@ class SliceWatch:
     """Follows one Service's EndpointSlices; ``publish`` gets each new endpoint list (the first
     list always, then only changes)."""
 
-    def __init__(self, api: KubeApi, spec: DiscoveryConfig,
+    def __init__(self, api: SliceApi, spec: DiscoveryConfig,
                  publish: Callable[[list[EndpointConfig]], None], *, retry_s: float = RETRY_S,
                  name: str = "") -> None:
         assert spec.service is not None  # the config validates it for kubernetes discovery
@@ -305,11 +224,9 @@ class SliceWatch:
         async with aclosing(events):
             async for kind, obj in events:
                 seen = True
-                if kind == "ERROR":
-                    if obj.get("code") == 410:
-                        log.info("pool %s: watch version too old, re-listing", self.name)
-                        return None
-                    raise DiscoveryError(f"watch error {obj.get('code')}: {obj.get('message')}")
+                if kind == "GONE":
+                    log.info("pool %s: watch version too old, re-listing", self.name)
+                    return None
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 if kind != "BOOKMARK":
                     self._apply(kind, obj)

@@ -49,7 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from autoscaler.actuators.kubeapi import KubeClient
+from adapters.kube import KubeClient
 from autoscaler.errors import ActuatorError, KubernetesError
 
 

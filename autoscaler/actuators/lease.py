@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from autoscaler.actuators.kubeapi import KubeClient
+from adapters.kube import KubeClient
 from autoscaler.errors import KubernetesConflict, KubernetesError, KubernetesNotFound
 
 log = logging.getLogger(__name__)

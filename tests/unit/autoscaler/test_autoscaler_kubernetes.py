@@ -11,7 +11,7 @@ from typing import Any
 import kmock
 import pytest
 
-from autoscaler.actuators.kubeapi import KubeClient, KubeConnection
+from adapters.kube import KubeClient, KubeConnection, KubeTimeouts
 from autoscaler.actuators.kubernetes import DeploymentRef, ScaleActuator
 from autoscaler.actuators.lease import LeaderElector, LeaseSettings
 from autoscaler.errors import (
@@ -87,7 +87,8 @@ async def test_forbidden_patch_is_typed(kmock: Any, client: KubeClient) -> None:
 async def test_unreachable_api_is_unavailable() -> None:
     from autoscaler.actuators.process import free_port
 
-    c = KubeClient(KubeConnection(f"http://127.0.0.1:{free_port()}", timeout_s=1.0))
+    c = KubeClient(KubeConnection(f"http://127.0.0.1:{free_port()}",
+                                  timeouts=KubeTimeouts(1.0, 1.0)))
     try:
         with pytest.raises(ActuatorError) as info:
             await ScaleActuator(c, {"cpu": DeploymentRef(NS, "x")}).current("cpu")

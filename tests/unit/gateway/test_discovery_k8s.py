@@ -18,13 +18,14 @@ import kmock as km
 import pytest
 from kubernetes import client as k8s_client
 
+from adapters.kube import KubeConnection
 from gateway.discovery import Discovery, check_supported
 from gateway.discovery_k8s import (
-    KubeApi,
+    SliceApi,
     SliceWatch,
     endpoint_state,
     endpoints_from_slices,
-    load_kube_api,
+    load_slice_api,
     slice_ports,
 )
 from gateway.errors import DiscoveryError
@@ -136,9 +137,9 @@ def test_unusable_slices_and_endpoints_give_nothing() -> None:
 # ---- against the emulated API ----------------------------------------------------------------
 
 @pytest.fixture
-async def api(kmock: km.KubernetesEmulator) -> AsyncIterator[KubeApi]:
+async def api(kmock: km.KubernetesEmulator) -> AsyncIterator[SliceApi]:
     kmock.resources[RESOURCE] = km.ResourceInfo(namespaced=True, kind="EndpointSlice")
-    kube = KubeApi(str(kmock.url))
+    kube = SliceApi.connect(KubeConnection(str(kmock.url).rstrip("/")))
     yield kube
     await kube.aclose()
 
@@ -146,7 +147,7 @@ async def api(kmock: km.KubernetesEmulator) -> AsyncIterator[KubeApi]:
 class Pool:
     """A Discovery over one kubernetes pool; every on_change goes into ``changes``."""
 
-    def __init__(self, api: KubeApi, **discovery: Any) -> None:
+    def __init__(self, api: SliceApi, **discovery: Any) -> None:
         self.runtime = Runtime(parse_config({
             "pools": {"p": {"discovery": {"type": "kubernetes", "service": SVC,
                                           "namespace": NS, **discovery}}},
@@ -170,7 +171,7 @@ class Pool:
 
 
 @pytest.fixture
-async def pool(api: KubeApi) -> AsyncIterator[Callable[..., Pool]]:
+async def pool(api: SliceApi) -> AsyncIterator[Callable[..., Pool]]:
     made: list[Pool] = []
 
     def start(**discovery: Any) -> Pool:
@@ -308,13 +309,13 @@ async def test_a_watch_error_relists(kmock: km.KubernetesEmulator, pool: Callabl
 
 
 async def test_a_failed_list_is_retried(
-        kmock: km.KubernetesEmulator, api: KubeApi) -> None:
+        kmock: km.KubernetesEmulator, api: SliceApi) -> None:
     kmock[km.action.LIST][:2] << 403 << {"kind": "Status", "code": 403, "message": "forbidden"}
     published: list[list[EndpointConfig]] = []
     await create(kmock, eslice("triton-a", ep("10.0.0.1")))
     watch = SliceWatch(api, DiscoveryConfig(type="kubernetes", service=SVC, namespace=NS),
                        published.append, retry_s=0.01)
-    with pytest.raises(DiscoveryError, match="HTTP 403: forbidden"):
+    with pytest.raises(DiscoveryError, match="HTTP 403 Forbidden: forbidden"):
         await api.list_slices(NS, SVC)
     task = asyncio.create_task(watch.run())
     try:
@@ -328,11 +329,11 @@ async def test_a_failed_list_is_retried(
     assert len(kmock[km.action.LIST]) == 3
 
 
-async def test_failing_credentials_are_a_discovery_error(api: KubeApi) -> None:
+async def test_failing_credentials_are_a_discovery_error(api: SliceApi) -> None:
     def auth() -> dict[str, str]:
         raise OSError("token file vanished")
 
-    kube = KubeApi(api.base_url, auth=auth)
+    kube = SliceApi.connect(KubeConnection(api.client.conn.base_url, auth=auth))
     try:
         with pytest.raises(DiscoveryError, match="credentials: token file vanished"):
             await kube.list_slices(NS, SVC)
@@ -369,7 +370,7 @@ async def test_configuration_token_and_host_are_used(kmock: km.KubernetesEmulato
     kmock.resources[RESOURCE] = km.ResourceInfo(namespaced=True, kind="EndpointSlice")
     cfg = k8s_client.Configuration(host=str(kmock.url).rstrip("/"))
     cfg.api_key["BearerToken"] = "Bearer t0ken"
-    kube = KubeApi.from_configuration(cfg)
+    kube = SliceApi.connect(KubeConnection.from_configuration(cfg))
     try:
         assert await kube.list_slices(NS, SVC) == ([], "...")
     finally:
@@ -399,7 +400,7 @@ async def test_the_kubeconfig_is_loaded_else_start_up_fails(
         "contexts: [{name: c, context: {cluster: k, user: u}}]\n")
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
     check_supported(runtime)
-    kube = load_kube_api()
-    assert kube.base_url == "https://10.1.2.3:6443"
-    assert (await kube._headers())["authorization"] == "Bearer abc"
+    kube = load_slice_api()
+    assert kube.client.conn.base_url == "https://10.1.2.3:6443"
+    assert (await kube.client.headers())["authorization"] == "Bearer abc"
     await kube.aclose()
