@@ -24,8 +24,8 @@ demo: $(STAMP)
 	$(VENV)/bin/servegate demo $(DEMO_ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check adapters gateway router autoscaler tests loadtest
-	$(VENV)/bin/mypy adapters router autoscaler
+	$(VENV)/bin/ruff check adapters contracts gateway router autoscaler servegate tests loadtest
+	$(VENV)/bin/mypy adapters contracts router autoscaler
 
 test: lint
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

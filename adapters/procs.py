@@ -1,7 +1,7 @@
 """Child processes that never outlive the process that started them.
 
 Where it sits: under every launcher of servegate's own processes - the demo runner (gateway,
-autoscaler, Triton workers), the test and benchmark fixtures (``gateway/demo/launch.py``) and
+autoscaler, Triton workers), the test and benchmark fixtures (``servegate/local/launch.py``) and
 the autoscaler's local actuator (``autoscaler/actuators/process.py``). Each passes
 :func:`die_with_parent` as ``preexec_fn``: Linux then signals the child when its parent dies,
 however it dies (SIGKILL, an OOM kill, a crashed terminal, a CI time-out), and the child's own

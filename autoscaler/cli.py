@@ -1,6 +1,6 @@
 """The autoscaler's ``servegate`` subcommands: ``autoscaler`` and ``simulate``.
 
-Where it sits: ``gateway/cli.py`` (the ``servegate`` entry point) calls
+Where it sits: ``servegate/cli.py`` (the ``servegate`` entry point) calls
 :func:`add_subcommands` while building its parser and hands a parsed ``autoscaler`` or
 ``simulate`` to :func:`run`. Arguments become settings once, here; nothing reads the
 environment (only the Kubernetes connection looks for in-cluster variables, at start).

@@ -44,7 +44,7 @@ from autoscaler.settings import load_config, pool_specs
 from autoscaler.signals.gateway import PoolMap
 from autoscaler.signals.triton import metrics_endpoints
 from autoscaler.status import EndpointSource, StatusServer, create_app
-from router import Config, ConfigError
+from contracts import Config, ConfigError
 
 log = logging.getLogger(__name__)
 

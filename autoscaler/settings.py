@@ -1,7 +1,7 @@
 """From the validated config to what the autoscaler runs on: policy specs and split plans.
 
 Where it sits: at startup (:func:`load_config` reads the file), before the control loop.
-The config's ``autoscaling`` section (:mod:`router.autoscaling`) becomes one
+The config's ``autoscaling`` section (:mod:`contracts.autoscaling`) becomes one
 :class:`~autoscaler.policy.ScalerSpec` per pool, and each model's traffic split becomes the
 variant list :func:`autoscaler.policy.plan_split` plans replicas for.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import yaml
 
 from autoscaler.policy import RateLimit, ScalerSpec, Targets, Variant, make_window
-from router.autoscaling import PoolAutoscalingConfig, RateLimitConfig
-from router.config import Config, parse_config, variant_pool
-from router.errors import ConfigError
+from contracts.autoscaling import PoolAutoscalingConfig, RateLimitConfig
+from contracts.config import Config, parse_config, variant_pool
+from contracts.errors import ConfigError
 
 
 def load_config(path: str | Path) -> Config:

@@ -24,19 +24,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contracts.tenancy import TenantConfig
 from gateway.auth import KeyRing, credential
 from gateway.errors import Forbidden, Overloaded
 from gateway.metrics import GatewayMetrics
 from gateway.quota import Quotas
 from gateway.runtime import Runtime
 from router import Route
-from router.tenancy import (
-    Priority,
-    TenantConfig,
-    queue_per_endpoint,
-    resolve_priority,
-    should_shed,
-)
+from router.tenancy import Priority, queue_per_endpoint, resolve_priority, should_shed
 
 
 @dataclass(slots=True)

@@ -1,7 +1,7 @@
 """Reading the YAML config file, and reloading it without dropping requests.
 
 Where it sits: at start-up (:func:`load_config_file`) and on SIGHUP or a file change
-(:class:`Reloader`). Validation lives in :mod:`router.config`; this module only does the I/O
+(:class:`Reloader`). Validation lives in :mod:`contracts.config`; this module only does the I/O
 and turns YAML syntax errors into the same :class:`router.ConfigError` with a line number.
 A config that fails to load is logged and the running one keeps serving.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from router import Config, ConfigError, parse_config
+from contracts import Config, ConfigError, parse_config
 
 log = logging.getLogger("servegate.config")
 

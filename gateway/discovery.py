@@ -23,6 +23,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit
 
+from contracts import EndpointConfig
+from contracts.config import DiscoveryConfig
 from gateway.discovery_k8s import (
     RETRY_S,
     SliceApi,
@@ -33,8 +35,6 @@ from gateway.discovery_k8s import (
 from gateway.errors import DiscoveryError, UpstreamError
 from gateway.runtime import Runtime
 from gateway.upstream import Upstream
-from router import EndpointConfig
-from router.config import DiscoveryConfig
 
 __all__ = ["Discovery", "DiscoveryError", "check_supported"]
 

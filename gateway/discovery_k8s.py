@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 from adapters.errors import KubernetesError, KubernetesGone
 from adapters.kube import KubeClient, KubeConnection, KubeTimeouts
+from contracts import EndpointConfig
+from contracts.config import DiscoveryConfig
 from gateway.errors import DiscoveryError
-from router import EndpointConfig
-from router.config import DiscoveryConfig
 
 log = logging.getLogger("servegate.discovery")
 

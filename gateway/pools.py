@@ -15,17 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from router import (
-    ADMITTED,
-    EndpointConfig,
-    Health,
-    HealthConfig,
-    PoolConfig,
-    record_failure,
-    record_probe,
-    record_success,
-    split_hostport,
-)
+from contracts import EndpointConfig, HealthConfig, PoolConfig, split_hostport
+from router import ADMITTED, Health, record_failure, record_probe, record_success
 from router.health import begin_trial, end_trial
 
 log = logging.getLogger("servegate.health")

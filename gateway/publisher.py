@@ -3,7 +3,7 @@
 Where it sits: a background task of the gateway process when ``--redis-url`` is set. Every
 interval it reads the replica's own Prometheus registry (requests and latency buckets per
 model, in-flight per model, requests held per pool), groups models by the pool that serves
-them, and writes the hash of :mod:`router.gatewaystats` (``DEL``, ``HSET``, ``PEXPIRE`` in one
+them, and writes the hash of :mod:`contracts.gatewaystats` (``DEL``, ``HSET``, ``PEXPIRE`` in one
 transaction, TTL a few intervals, so a dead replica disappears). The autoscaler sums the
 hashes of all replicas, so its p99 comes from fleet-wide bucket deltas. Serving never depends
 on this: while Redis is down every interval fails fast (one immediate retry, no backoff), the
@@ -19,10 +19,7 @@ import math
 import time
 from collections import defaultdict
 
-from gateway.metrics import GatewayMetrics
-from gateway.outage import Outage
-from gateway.runtime import Runtime
-from router.gatewaystats import (
+from contracts.gatewaystats import (
     DEFAULT_TTL_S,
     KEY_PREFIX,
     GatewayStats,
@@ -30,6 +27,9 @@ from router.gatewaystats import (
     build_hash_fields,
     stats_key,
 )
+from gateway.metrics import GatewayMetrics
+from gateway.outage import Outage
+from gateway.runtime import Runtime
 
 log = logging.getLogger("servegate.publisher")
 

@@ -27,15 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from contracts.tenancy import TenantConfig
 from gateway.errors import Overloaded
-from router.tenancy import (
-    TenantConfig,
-    concurrency_allows,
-    local_share,
-    rate_allows,
-    retry_after_s,
-    window_of,
-)
+from router.tenancy import concurrency_allows, local_share, rate_allows, retry_after_s, window_of
 
 log = logging.getLogger("servegate.quota")
 

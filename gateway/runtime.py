@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from contracts import Config, EndpointConfig, PoolConfig
 from gateway.pools import Pool, build_pools
-from router import Config, EndpointConfig, PoolConfig, RouteTable
+from router import RouteTable
 
 log = logging.getLogger("servegate.runtime")
 

@@ -36,6 +36,7 @@ import grpc
 import prometheus_client
 import uvicorn
 
+from contracts import Config, ConfigError
 from gateway.activation import Activator
 from gateway.admin import create_admin_app
 from gateway.admission import Admission
@@ -59,7 +60,6 @@ from gateway.shadow import ShadowMirror
 from gateway.state import MemoryStore, RedisStore, StateStore
 from gateway.traffic import TrafficManager
 from gateway.upstream import NativeUpstream, Upstream
-from router import Config, ConfigError
 
 log = logging.getLogger("servegate.gateway")
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from gateway.demo.launch import free_port
+from servegate.local.launch import free_port
 
 BODY = json.dumps({"inputs": [{"name": "INPUT", "shape": [1, 16], "datatype": "FP32",
                                "data": [0.5] * 16}]}).encode()
@@ -146,11 +146,11 @@ def main() -> int:
     cfg_path.write_text(yaml.safe_dump(_config(http_port, status_port, args.grace_s),
                                        sort_keys=False))
     gw_url, status_url = f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{status_port}"
-    gateway = _spawn([sys.executable, "-m", "gateway.cli", "gateway", "--config", str(cfg_path),
+    gateway = _spawn([sys.executable, "-m", "servegate.cli", "gateway", "--config", str(cfg_path),
                       "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", "0",
                       "--autoscaler-url", status_url, "--log-level", "warning"],
                      work / "gateway.log")
-    scaler = _spawn([sys.executable, "-m", "gateway.cli", "autoscaler", "--config",
+    scaler = _spawn([sys.executable, "-m", "servegate.cli", "autoscaler", "--config",
                      str(cfg_path), "--actuator", "local", "--host", "127.0.0.1",
                      "--status-port", str(status_port)], work / "autoscaler.log")
     rounds = []

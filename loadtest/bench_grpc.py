@@ -52,7 +52,7 @@ import numpy as np
 import psutil
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.demo.launch import free_port, start_triton
+from servegate.local.launch import free_port, start_triton
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "loadtest" / "results" / "grpc.json"
@@ -115,7 +115,7 @@ def start_gateway(http: str, grpc_address: str, workdir: Path,
     log = workdir / "gateway.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config),
+            [sys.executable, "-m", "servegate.cli", "gateway", "--config", str(config),
              "--host", "127.0.0.1", "--http-port", str(http_port),
              "--grpc-port", str(grpc_port), *extra_args],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from gateway.demo.launch import TritonProcess, free_port, start_triton
+from servegate.local.launch import TritonProcess, free_port, start_triton
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "loadtest" / "results" / "overhead.json"
@@ -263,7 +263,7 @@ def start_gateway(triton: str, workdir: Path, args: argparse.Namespace) -> Targe
         cmd = [part.format(**fmt) for part in shlex.split(args.gateway_cmd)]
     else:
         cmd = [
-            sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config),
+            sys.executable, "-m", "servegate.cli", "gateway", "--config", str(config),
             "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0",
             *args.gateway_arg,
         ]

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from gateway.auth import hash_key
-from gateway.demo.launch import free_port, start_triton
+from servegate.local.launch import free_port, start_triton
 
 KEYS = {"quiet": "quiet-bench-key-0123456789", "noisy": "noisy-bench-key-0123456789"}
 BODY = json.dumps({"inputs": [{"name": "DATA", "shape": [1, 16], "datatype": "FP32",
@@ -185,7 +185,7 @@ def main() -> int:
     (work / "keys.json").write_text(json.dumps({t: [hash_key(k)] for t, k in KEYS.items()}))
     port = free_port()
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(work / "servegate.yaml"),
+        [sys.executable, "-m", "servegate.cli", "gateway", "--config", str(work / "servegate.yaml"),
          "--api-keys-file", str(work / "keys.json"), "--host", "127.0.0.1",
          "--http-port", str(port), "--grpc-port", "0", "--log-level", "warning"])
     try:

@@ -7,7 +7,7 @@ start through the autoscaler's local actuator) for ``--duration`` seconds and ch
 nothing is lost and the gateway does not grow.
 
 Stack (all on free ports, stopped at the end): the demo's Triton servers and config
-(:mod:`gateway.demo.runner`: ``classifier`` split 90/10 v1/v2 sticky on ``x-user-id`` with 10%
+(:mod:`servegate.demo`: ``classifier`` split 90/10 v1/v2 sticky on ``x-user-id`` with 10%
 mirrored to v3, ``embedder`` and ``identity`` on the main pool, ``cold-classifier`` on the
 pool ``cold`` at zero), ``servegate gateway`` and ``servegate autoscaler --actuator local`` each
 as its own process, so the gateway's RSS is its own.
@@ -69,9 +69,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from gateway.demo.launch import TritonProcess, free_port
-from gateway.demo.models import FEATURES, classify, embed
-from gateway.demo.runner import (
+from servegate.demo import (
     DemoSettings,
     autoscaler_command,
     demo_config,
@@ -81,6 +79,8 @@ from gateway.demo.runner import (
     terminate,
     wait_ready,
 )
+from servegate.local.launch import TritonProcess, free_port
+from servegate.local.models import FEATURES, classify, embed
 
 MB = 1024 * 1024
 VERSION_OF = {"stable": 1, "canary": 2}  # the demo's split: variant -> classifier version

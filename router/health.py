@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from router.config import HealthConfig
+from contracts.config import HealthConfig
 
 # Circuit states as exported by the gateway's gauge.
 CLOSED, OPEN, HALF_OPEN = 0, 1, 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from router.config import Config, SplitConfig, TimeoutConfig, variant_pool
+from contracts.config import Config, SplitConfig, TimeoutConfig, variant_pool
 from router.errors import UnknownModel
 from router.splits import Shadow, Split, Variant
 

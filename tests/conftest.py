@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.demo.launch import TritonProcess, start_triton
+from servegate.local.launch import TritonProcess, start_triton
 from tests.harness import GatewayProcess, RedisProcess, start_gateway, start_redis
 
 

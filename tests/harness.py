@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from gateway.demo.launch import free_port
+from servegate.local.launch import free_port
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
@@ -111,7 +111,7 @@ def start_gateway(config: dict[str, Any], workdir: Path, *args: str) -> GatewayP
     log_path = workdir / "gateway.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config_path),
+            [sys.executable, "-m", "servegate.cli", "gateway", "--config", str(config_path),
              "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", str(grpc_port),
              "--log-level", "info", *args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from autoscaler.actuators.process import WorkerProcess, WorkerSpec, start_worker, worker_env
 from autoscaler.errors import ActuatorError
-from router.autoscaling import LocalReplicaConfig
+from contracts.autoscaling import LocalReplicaConfig
 
 log = logging.getLogger(__name__)
 

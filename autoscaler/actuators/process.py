@@ -1,7 +1,7 @@
 """Start and stop worker processes (local Triton replicas) without orphans, in asyncio.
 
 Where it sits: under :class:`~autoscaler.actuators.local.LocalActuator`. This is the generic
-half of ``gateway/demo/launch.py`` (which the autoscaler must not import: the gateway and the
+half of ``servegate/local/launch.py`` (which the autoscaler must not import: the gateway and the
 autoscaler meet only over the network), rewritten for asyncio so that a start can be
 cancelled and never blocks the control loop:
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from router.schedule import format_days, parse_clock, parse_days, zone
+from contracts.schedule import format_days, parse_clock, parse_days, zone
 
 
 @dataclass(frozen=True, slots=True)

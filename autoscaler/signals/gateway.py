@@ -1,7 +1,7 @@
 """Gateway signals per pool and model: in-flight, arrival rate, queued, fleet-wide p99.
 
 Where it sits: the collector's gateway half. Every gateway replica's counters arrive as
-:class:`router.gatewaystats.GatewayStats` - from Redis (:mod:`.redis_stats`) or from a scrape
+:class:`contracts.gatewaystats.GatewayStats` - from Redis (:mod:`.redis_stats`) or from a scrape
 of the replica's ``/metrics`` (:class:`GatewayScraper` here, mapped to pools with the shared
 config) - and :class:`GatewayCollector` keeps a short history per replica. Reading a pool
 sums the replicas' fresh numbers: gauges as they are, counters as deltas between a replica's
@@ -33,8 +33,8 @@ from autoscaler.errors import SignalError
 from autoscaler.policy.spec import NoData, Reading
 from autoscaler.signals import promtext
 from autoscaler.signals.http import get_text, metrics_url
-from router.config import Config
-from router.gatewaystats import GatewayStats, ModelCounters
+from contracts.config import Config
+from contracts.gatewaystats import GatewayStats, ModelCounters
 
 Key = tuple[str, str]  # (pool, model)
 IN_FLIGHT = "servegate_in_flight_requests"

@@ -1,9 +1,9 @@
-"""Read every gateway replica's published counters from Redis (schema: router.gatewaystats).
+"""Read every gateway replica's published counters from Redis (schema: contracts.gatewaystats).
 
 Where it sits: the collector's gateway source when ``autoscaling.signals.redis_url`` is set
 (the alternative to scraping each replica's ``/metrics``). One read ``SCAN`` s the replicas'
 hashes (``<prefix><gateway id>``, kept alive by their TTL), fetches them in one pipeline and
-hands each as :class:`router.gatewaystats.GatewayStats` to the
+hands each as :class:`contracts.gatewaystats.GatewayStats` to the
 :class:`~autoscaler.signals.gateway.GatewayCollector`. A hash older than ``stale_after_s`` (by
 its ``ts``) is skipped; one that does not parse is reported and skipped. Redis errors become
 :class:`~autoscaler.errors.ScrapeError` here, and nowhere else.
@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from autoscaler.errors import ParseError, ScrapeError, SignalError
 from autoscaler.signals.gateway import GatewayCollector
-from router.gatewaystats import KEY_PREFIX, GatewayStats, parse_hash_fields
+from contracts.gatewaystats import KEY_PREFIX, GatewayStats, parse_hash_fields
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from autoscaler.errors import SignalError
 from autoscaler.policy.spec import NoData, Reading
 from autoscaler.signals import promtext
 from autoscaler.signals.http import get_json, get_text, metrics_url
-from router.config import Config
+from contracts.config import Config
 
 PENDING = "nv_inference_pending_request_count"
 SUCCESS = "nv_inference_request_success"

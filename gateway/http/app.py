@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+from contracts import is_version
 from gateway.admission import Admission
 from gateway.coldstart import ColdWait
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
@@ -27,7 +28,7 @@ from gateway.priority import rest_with_priority
 from gateway.proxy import Proxy
 from gateway.traffic import Decision, TrafficManager
 from gateway.upstream import HOP_BY_HOP, Headers, UpstreamResponse
-from router import Route, UnknownModel, is_version
+from router import Route, UnknownModel
 
 log = logging.getLogger("servegate.http")
 

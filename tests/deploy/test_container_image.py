@@ -115,8 +115,8 @@ def test_dockerignore_is_an_allow_list() -> None:
     sent = context_files()
     assert sent
     tops = {p.parts[0] for p in sent}
-    assert tops <= {"pyproject.toml", "README.md", "requirements", "adapters", "router",
-                    "gateway", "autoscaler"}, tops
+    assert tops <= {"pyproject.toml", "README.md", "requirements", "adapters", "contracts",
+                    "router", "gateway", "autoscaler", "servegate"}, tops
     assert [p for p in sent if p.parts[0] == "requirements"] == [Path("requirements/runtime.txt")]
     assert not [p for p in sent if "__pycache__" in p.parts or p.suffix == ".pyc"]
     for i, args in instructions():
@@ -146,8 +146,8 @@ def test_requirements_step_and_app_wheel_from_the_build_context(tmp_path: Path) 
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("servegate-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    for module in ("adapters/procs.py", "gateway/cli.py", "gateway/server.py", "router/config.py",
-                   "autoscaler/cli.py"):
+    for module in ("adapters/procs.py", "servegate/cli.py", "gateway/server.py",
+                   "contracts/config.py", "router/table.py", "autoscaler/cli.py"):
         assert module in names, module
     entry = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "servegate = gateway.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+    assert "servegate = servegate.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

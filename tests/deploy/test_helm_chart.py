@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from autoscaler.settings import pool_specs
-from gateway.cli import _parser as servegate_cli
-from router.config import parse_config
+from contracts.config import parse_config
+from servegate.cli import _parser as servegate_cli
 from tests.deploy.conftest import (
     CHART,
     FULLNAME,

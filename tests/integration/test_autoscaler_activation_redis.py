@@ -11,7 +11,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from autoscaler.main import Autoscaler, AutoscalerSettings
-from router import parse_config
+from contracts import parse_config
 from tests.harness import RedisProcess
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import yaml
 
-from gateway.demo.launch import free_port
+from servegate.local.launch import free_port
 from tests.harness import GatewayProcess, http_get, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def workers(http_port: str) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = p.info.get("cmdline") or []
-        if "gateway.demo.triton_worker" in cmd and http_port in cmd:
+        if "servegate.local.triton_worker" in cmd and http_port in cmd:
             found.append(p)
     return found
 
@@ -85,7 +85,7 @@ def autoscaler(idle_gateway: GatewayProcess, tmp_path: Path) -> Iterator[tuple[s
     port = free_port()
     log = open(tmp_path / "autoscaler.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "autoscaler", "--config", str(path),
+        [sys.executable, "-m", "servegate.cli", "autoscaler", "--config", str(path),
          "--actuator", "local", "--host", "127.0.0.1", "--status-port", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

@@ -20,9 +20,9 @@ from autoscaler.signals import promtext
 from autoscaler.signals.gateway import GatewayCollector, GatewayScraper, PoolMap
 from autoscaler.signals.redis_stats import RedisStatsReader
 from autoscaler.signals.triton import TritonCollector, TritonScraper, metrics_endpoints
-from gateway.demo.launch import TritonProcess, free_port
-from router import parse_config
-from router.gatewaystats import GatewayStats, ModelCounters, build_hash_fields, stats_key
+from contracts import parse_config
+from contracts.gatewaystats import GatewayStats, ModelCounters, build_hash_fields, stats_key
+from servegate.local.launch import TritonProcess, free_port
 from tests.conftest import pool_config
 from tests.harness import GatewayProcess, RedisProcess, http_get, wait_for
 

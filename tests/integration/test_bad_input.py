@@ -22,7 +22,7 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2 as pb
 
-from gateway.demo.launch import TritonProcess
+from servegate.local.launch import TritonProcess
 from tests.conftest import pool_config
 from tests.harness import GatewayProcess, http_get, start_gateway
 

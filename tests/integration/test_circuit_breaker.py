@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo.launch import TritonProcess, start_triton
+from servegate.local.launch import TritonProcess, start_triton
 from tests.conftest import pool_config
 from tests.harness import LoadDriver, http_get, start_gateway, wait_for
 

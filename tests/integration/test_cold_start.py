@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.demo.launch import free_port
+from servegate.local.launch import free_port
 from tests.harness import GatewayProcess, http_get, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ class Autoscaler:
         self.log = workdir / "autoscaler.log"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "autoscaler", "--config", str(path),
+                [sys.executable, "-m", "servegate.cli", "autoscaler", "--config", str(path),
                  "--actuator", "local", "--host", "127.0.0.1", "--status-port", self.port],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: self.proc.poll() is not None or self.status() is not None, 30,

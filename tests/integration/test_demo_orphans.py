@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gateway.demo.launch import free_port
+from servegate.local.launch import free_port
 from tests.harness import http_get, wait_for
 from tests.integration.test_autoscaler_local import alive, command
 
@@ -22,7 +22,7 @@ def test_sigkilled_demo_leaves_no_process(tmp_path: Path) -> None:
     http, grpc, status, keda = free_port(), free_port(), free_port(), free_port()
     log = open(tmp_path / "demo.log", "wb")  # noqa: SIM115 - closed below
     demo = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--http-port", str(http),
+        [sys.executable, "-m", "servegate.cli", "demo", "--http-port", str(http),
          "--grpc-port", str(grpc), "--autoscaler-port", str(status), "--keda-port", str(keda),
          "--log-level", "warning"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -36,8 +36,8 @@ def test_sigkilled_demo_leaves_no_process(tmp_path: Path) -> None:
         wait_for(up, 240, "the demo's gateway and autoscaler", every=0.5)
         descendants = psutil.Process(demo.pid).children(recursive=True)
         names = " ".join(command(p) for p in descendants)
-        for part in ("tritonserver", "gateway.demo.triton_worker", "gateway.cli gateway",
-                     "gateway.cli autoscaler"):
+        for part in ("tritonserver", "servegate.local.triton_worker", "servegate.cli gateway",
+                     "servegate.cli autoscaler"):
             assert part in names, (part, names)
         demo.kill()
         demo.wait(10)

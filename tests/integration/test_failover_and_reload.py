@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from gateway.demo.launch import TritonProcess, free_port
+from servegate.local.launch import TritonProcess, free_port
 from tests.conftest import pool_config, start_tritons, stop_all
 from tests.harness import GatewayProcess, LoadDriver, start_gateway, wait_for
 

@@ -34,8 +34,8 @@ import redis
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from gateway.demo.launch import TritonProcess
-from router.gatewaystats import stats_key
+from contracts.gatewaystats import stats_key
+from servegate.local.launch import TritonProcess
 from tests.conftest import pool_config
 from tests.harness import GatewayProcess, LoadDriver, http_get, start_gateway, start_redis, wait_for
 

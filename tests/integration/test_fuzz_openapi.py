@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from gateway.demo.launch import TritonProcess
+from servegate.local.launch import TritonProcess
 from tests.harness import GatewayProcess, http_get
 
 pytestmark = pytest.mark.integration

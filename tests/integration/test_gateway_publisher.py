@@ -9,8 +9,8 @@ import pytest
 import redis
 import tritonclient.http as httpclient
 
-from gateway.demo.launch import TritonProcess
-from router.gatewaystats import parse_hash_fields, stats_key
+from contracts.gatewaystats import parse_hash_fields, stats_key
+from servegate.local.launch import TritonProcess
 from tests.conftest import pool_config
 from tests.harness import RedisProcess, start_gateway, wait_for
 

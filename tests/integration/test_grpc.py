@@ -25,8 +25,8 @@ import tritonclient.grpc.aio as aiogrpcclient
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
-from gateway.demo.launch import TritonProcess, free_port
-from gateway.demo.models import classify
+from servegate.local.launch import TritonProcess, free_port
+from servegate.local.models import classify
 from tests.conftest import pool_config, start_tritons, stop_all
 from tests.harness import GatewayProcess, start_gateway, wait_for
 

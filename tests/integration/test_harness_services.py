@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import redis
 
-from gateway.demo.launch import start_triton
+from servegate.local.launch import start_triton
 from tests.harness import RedisProcess, http_get, wait_for
 
 pytestmark = pytest.mark.integration

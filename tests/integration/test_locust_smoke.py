@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gateway.demo.launch import free_port
+from servegate.local.launch import free_port
 from tests.harness import http_get, wait_for
 
 pytestmark = pytest.mark.integration
@@ -82,7 +82,7 @@ def _alive(p: psutil.Process) -> bool:
 def demo() -> Iterator[Demo]:
     http_port, grpc_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--http-port", str(http_port),
+        [sys.executable, "-m", "servegate.cli", "demo", "--http-port", str(http_port),
          "--grpc-port", str(grpc_port), "--autoscaler-port", str(free_port()),
          "--keda-port", str(free_port()),
          "--triton-instances", "1", "--log-level", "warning"],

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gateway.auth import hash_key
-from gateway.demo.launch import TritonProcess, start_triton
+from servegate.local.launch import TritonProcess, start_triton
 from tests.harness import GatewayProcess, LoadDriver, start_gateway, start_redis, wait_for
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,8 @@ import tritonclient.http as httpclient
 import tritonclient.http.aio as aiohttpclient
 from tritonclient.utils import InferenceServerException
 
-from gateway.demo.launch import TritonProcess
-from gateway.demo.models import classify, embed
+from servegate.local.launch import TritonProcess
+from servegate.local.models import classify, embed
 from tests.harness import GatewayProcess, http_get
 
 pytestmark = pytest.mark.integration

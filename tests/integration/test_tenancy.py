@@ -23,7 +23,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from gateway.auth import hash_key
-from gateway.demo.launch import TritonProcess, start_triton
+from servegate.local.launch import TritonProcess, start_triton
 from tests.harness import GatewayProcess, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration

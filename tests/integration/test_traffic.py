@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gateway.demo.launch import TritonProcess, start_triton
+from servegate.local.launch import TritonProcess, start_triton
 from tests.conftest import stop_all
 from tests.harness import GatewayProcess, LoadDriver, start_gateway, start_redis, wait_for
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.demo.launch import free_port
+from servegate.local.launch import free_port
 from tests.harness import GatewayProcess, start_gateway
 
 pytestmark = pytest.mark.integration

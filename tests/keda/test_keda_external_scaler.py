@@ -15,7 +15,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from autoscaler.main import Autoscaler, AutoscalerSettings
-from router import parse_config
+from contracts import parse_config
 
 PROTO = Path(__file__).with_name("externalscaler.proto")
 SERVICE = "/externalscaler.ExternalScaler/"

@@ -9,8 +9,8 @@ import yaml
 
 from autoscaler.policy import ScalerSpec, Targets, Variant
 from autoscaler.settings import pool_specs, spec_from_config, split_variants
-from router import ConfigError, parse_config
-from router.autoscaling import PoolAutoscalingConfig
+from contracts import ConfigError, parse_config
+from contracts.autoscaling import PoolAutoscalingConfig
 
 YAML = """
 pools:

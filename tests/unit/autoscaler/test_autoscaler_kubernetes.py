@@ -21,7 +21,7 @@ from autoscaler.errors import (
     KubernetesUnavailable,
 )
 from autoscaler.main import Autoscaler, AutoscalerSettings, KubeSettings
-from router import parse_config
+from contracts import parse_config
 
 DEPLOYMENTS = kmock.resource("apps", "v1", "deployments")
 LEASES = kmock.resource("coordination.k8s.io", "v1", "leases")

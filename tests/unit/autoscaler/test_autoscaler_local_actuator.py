@@ -1,5 +1,5 @@
 """The local actuator's process handling with a stand-in worker (a few lines of Python that
-behave like ``gateway.demo.triton_worker``: ready line, SIGTERM stops it). The real Triton
+behave like ``servegate.local.triton_worker``: ready line, SIGTERM stops it). The real Triton
 path is in tests/integration/test_autoscaler_local.py."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from autoscaler.actuators.local import LocalActuator
 from autoscaler.errors import ActuatorError
-from router.autoscaling import LocalReplicaConfig
+from contracts.autoscaling import LocalReplicaConfig
 
 WORKER = '''
 import argparse, signal, sys, time

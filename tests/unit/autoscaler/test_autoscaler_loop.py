@@ -14,7 +14,7 @@ from autoscaler.loop import Controller
 from autoscaler.policy import ScalerSpec, Targets
 from autoscaler.signals.gateway import GatewayCollector
 from autoscaler.signals.promtext import parse
-from router.gatewaystats import GatewayStats, ModelCounters
+from contracts.gatewaystats import GatewayStats, ModelCounters
 
 T0 = 1_700_000_000.0
 
@@ -263,7 +263,7 @@ def test_decide_activation_without_data_takes_zero_to_one_only() -> None:
 
 
 def test_actuator_sections_of_the_config() -> None:
-    from router import ConfigError, parse_config
+    from contracts import ConfigError, parse_config
 
     base: dict[str, object] = {"pools": {"cpu": {}}, "models": {"m": {"pool": "cpu"}}}
     cfg = parse_config({**base, "autoscaling": {"pools": {"cpu": {
@@ -273,7 +273,7 @@ def test_actuator_sections_of_the_config() -> None:
         "keda": {"metric_target": 10}}}}})
     assert cfg.autoscaling is not None
     pool = cfg.autoscaling.pools["cpu"]
-    assert pool.local.module == "gateway.demo.triton_worker"
+    assert pool.local.module == "servegate.local.triton_worker"
     assert pool.local.models == ["classifier"] and pool.local.ready_line == "SERVEGATE_TRITON_READY"
     assert (pool.kubernetes.deployment, pool.kubernetes.namespace) == ("triton-cpu", "serving")
     assert pool.keda.metric_target == 10 and pool.activation_hold_s == 120

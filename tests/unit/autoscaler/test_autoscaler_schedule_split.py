@@ -9,7 +9,7 @@ import pytest
 
 from autoscaler.policy import Floor, Variant, make_window, merge_floors, plan_split
 from autoscaler.policy.schedule import is_active, schedule_floor
-from router.schedule import parse_clock, parse_days
+from contracts.schedule import parse_clock, parse_days
 
 
 def at(tz: str, *args: int) -> float:

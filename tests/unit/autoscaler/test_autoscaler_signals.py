@@ -17,8 +17,8 @@ from autoscaler.policy import NoData
 from autoscaler.policy.spec import sum_available
 from autoscaler.signals import gpu, promtext, triton
 from autoscaler.signals.gateway import GatewayCollector, PoolMap, stats_from_samples
-from router import parse_config
-from router.gatewaystats import (
+from contracts import parse_config
+from contracts.gatewaystats import (
     GatewayStats,
     ModelCounters,
     build_hash_fields,

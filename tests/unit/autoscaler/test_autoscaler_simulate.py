@@ -15,7 +15,7 @@ from autoscaler.simulate import traces
 from autoscaler.simulate.baselines import HpaLike, KpaLike, Oracle
 from autoscaler.simulate.model import LatencyView, SecondStats, Trace, simulate
 from autoscaler.simulate.profile import BUILTIN_TRACES, PoolProfile
-from gateway.cli import main as servegate
+from servegate.cli import main as servegate
 
 PROFILE = PoolProfile()  # 160 req/s per replica with full batches
 
@@ -197,7 +197,7 @@ def short_csv(tmp_path: Path) -> Path:
 def test_servegate_simulate_writes_the_json_contract(short_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "simulate", "--trace-csv", str(short_csv),
+        [sys.executable, "-m", "servegate.cli", "simulate", "--trace-csv", str(short_csv),
          "--json", str(out), "--startup-s", "10"],
         capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

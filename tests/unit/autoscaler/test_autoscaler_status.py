@@ -16,7 +16,7 @@ from autoscaler.actuators.local import Endpoint
 from autoscaler.main import Autoscaler, AutoscalerSettings
 from autoscaler.signals.promtext import parse
 from autoscaler.status import StatusServer, create_app
-from router import parse_config
+from contracts import parse_config
 
 CONFIG = {
     "pools": {"cpu": {"endpoints": []}, "gpu": {"endpoints": []}},

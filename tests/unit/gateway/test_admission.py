@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
+from contracts import parse_config
+from contracts.tenancy import TenantConfig
 from gateway.admission import Admission
 from gateway.auth import KeyRing, KeysError, credential, hash_key, load_keys
 from gateway.errors import Forbidden, Overloaded, Unauthorized
@@ -17,8 +19,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.priority import grpc_with_priority, rest_with_priority
 from gateway.quota import Quotas
 from gateway.runtime import Runtime
-from router import parse_config
-from router.tenancy import TenantConfig
 
 
 class Clock:

@@ -6,11 +6,12 @@ import asyncio
 
 import pytest
 
+from contracts import EndpointConfig, parse_config
 from gateway.coldstart import ColdStart
 from gateway.errors import Unavailable
 from gateway.metrics import GatewayMetrics
 from gateway.runtime import Runtime
-from router import EndpointConfig, NoEndpoint, parse_config
+from router import NoEndpoint
 
 
 class Clock:

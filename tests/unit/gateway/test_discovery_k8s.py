@@ -19,6 +19,8 @@ import pytest
 from kubernetes import client as k8s_client
 
 from adapters.kube import KubeConnection
+from contracts import EndpointConfig, parse_config
+from contracts.config import DiscoveryConfig
 from gateway.discovery import Discovery, check_supported
 from gateway.discovery_k8s import (
     SliceApi,
@@ -31,8 +33,6 @@ from gateway.discovery_k8s import (
 from gateway.errors import DiscoveryError
 from gateway.runtime import Runtime
 from gateway.upstream import NativeUpstream
-from router import EndpointConfig, parse_config
-from router.config import DiscoveryConfig
 
 NS = "serving"
 SVC = "triton"

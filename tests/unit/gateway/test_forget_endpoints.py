@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+from contracts import parse_config
 from gateway.grpc.upstream import GrpcChannels
 from gateway.metrics import GatewayMetrics
 from gateway.runtime import Runtime
-from router import parse_config
 
 
 def test_series_of_gone_endpoints_are_dropped() -> None:

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from contracts import ConfigError
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -22,7 +23,7 @@ from gateway.errors import (
 )
 from gateway.http.app import parse_model_path
 from gateway.http.errors import error_response
-from router import ConfigError, NoEndpoint, UnknownModel
+from router import NoEndpoint, UnknownModel
 
 
 @pytest.mark.parametrize(

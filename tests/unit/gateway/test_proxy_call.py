@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from contracts import parse_config
 from gateway.errors import (
     Unavailable,
     UpstreamBroken,
@@ -20,7 +21,7 @@ from gateway.grpc.service import client_metadata, deadline
 from gateway.pools import Endpoint
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime
-from router import NoEndpoint, parse_config
+from router import NoEndpoint
 
 
 def make_proxy(endpoints: int = 2) -> Proxy:

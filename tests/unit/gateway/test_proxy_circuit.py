@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+from contracts import parse_config
 from gateway.errors import UpstreamConnectError
 from gateway.metrics import GatewayMetrics
 from gateway.pools import Endpoint
 from gateway.proxy import Proxy
 from gateway.runtime import Runtime
 from gateway.upstream import UpstreamResponse
-from router import parse_config
 from router.health import CLOSED, HALF_OPEN, OPEN
 
 

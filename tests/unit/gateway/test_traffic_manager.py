@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from contracts import parse_config
 from gateway.errors import BadRequest, NotFound
 from gateway.metrics import GatewayMetrics
 from gateway.runtime import Runtime
 from gateway.shadow import ShadowMirror
 from gateway.state import MemoryStore
 from gateway.traffic import TrafficManager, rollout_spec, sum_docs, window
-from router import parse_config
 from router.rollout import RolloutSpec
 
 CONFIG = {

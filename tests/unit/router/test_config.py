@@ -1,4 +1,4 @@
-"""router.config.parse_config, gateway.config.load_config_file and gateway.config.Reloader."""
+"""contracts.config.parse_config, gateway.config.load_config_file and gateway.config.Reloader."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from contracts import Config, ConfigError, parse_config, split_hostport
 from gateway.config import Reloader, load_config_file
-from router import Config, ConfigError, parse_config, split_hostport
 
 SRC = "cfg.yaml"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from router import ADMITTED, Health, HealthConfig, record_failure, record_probe, record_success
+from contracts import HealthConfig
+from router import ADMITTED, Health, record_failure, record_probe, record_success
 from router.health import (
     CLOSED,
     HALF_OPEN,

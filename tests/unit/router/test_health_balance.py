@@ -8,7 +8,8 @@ from random import Random
 
 import pytest
 
-from router import ADMITTED, Health, HealthConfig, pick_endpoint, record_failure, record_success
+from contracts import HealthConfig
+from router import ADMITTED, Health, pick_endpoint, record_failure, record_success
 from router.health import begin_trial
 
 POLICY = HealthConfig(eject_after_failures=1, min_eject_s=5.0, max_eject_s=30.0)

@@ -10,7 +10,8 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router import ADMITTED, Health, HealthConfig, record_failure, record_probe, record_success
+from contracts import HealthConfig
+from router import ADMITTED, Health, record_failure, record_probe, record_success
 from router.health import (
     CLOSED,
     HALF_OPEN,

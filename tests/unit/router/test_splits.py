@@ -7,7 +7,8 @@ from collections import Counter
 
 import pytest
 
-from router import ConfigError, RouteTable, parse_config
+from contracts import ConfigError, parse_config
+from router import RouteTable
 from router.splits import (
     Split,
     UnknownVariant,

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from router import ConfigError, Route, RouteTable, TimeoutConfig, UnknownModel, parse_config
+from contracts import ConfigError, TimeoutConfig, parse_config
+from router import Route, RouteTable, UnknownModel
 
 DOC: dict[str, Any] = {
     "pools": {

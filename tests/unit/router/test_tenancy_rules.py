@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router import ConfigError, parse_config
+from contracts import ConfigError, parse_config
+from contracts.tenancy import TenantConfig
 from router.tenancy import (
     SheddingConfig,
-    TenantConfig,
     concurrency_allows,
     local_share,
     queue_per_endpoint,

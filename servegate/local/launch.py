@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from adapters.procs import die_with_parent
-from gateway.demo.triton_worker import READY_LINE
+from servegate.local.triton_worker import READY_LINE
 
 
 def free_port() -> int:
@@ -115,7 +115,7 @@ def _start_once(
 ) -> TritonProcess:
     http, grpc, metrics = ports or (free_port(), free_port(), free_port())
     cmd = [
-        sys.executable, "-m", "gateway.demo.triton_worker",
+        sys.executable, "-m", "servegate.local.triton_worker",
         "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
         "--models", ",".join(models), "--classifier-version", str(classifier_version),
         *extra_args,

@@ -17,7 +17,7 @@ its :class:`router.table.RouteTable`. Errors name the file, the key path and the
         versions: {"2": {pool: gpu}}   # optional per-version pool override
         timeouts: {read_s: 5}          # optional per-model override
     limits: {max_body_bytes: 67108864}
-    autoscaling: {...}              # optional, read by the autoscaler: see router/autoscaling.py
+    autoscaling: {...}              # optional, read by the autoscaler: see contracts/autoscaling.py
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from router.autoscaling import AutoscalingConfig
-from router.errors import ConfigError
-from router.tenancy import AuthConfig, PrioritiesConfig, Priority, SheddingConfig, TenantConfig
+from contracts.autoscaling import AutoscalingConfig
+from contracts.errors import ConfigError
+from contracts.tenancy import AuthConfig, PrioritiesConfig, Priority, SheddingConfig, TenantConfig
 
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

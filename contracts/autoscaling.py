@@ -1,6 +1,6 @@
 """The ``autoscaling`` section of the servegate config (optional; read by the autoscaler).
 
-Where it sits: part of the one YAML file (:mod:`router.config` validates it with the rest);
+Where it sits: part of the one YAML file (:mod:`contracts.config` validates it with the rest);
 the autoscaler turns each pool's section into its policy spec. Units are in the key names;
 defaults are servegate's policy defaults (see the autoscaler's ``policy/decide.py``)::
 
@@ -37,7 +37,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from router.schedule import parse_clock, parse_days, zone
+from contracts.schedule import parse_clock, parse_days, zone
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
@@ -106,10 +106,10 @@ class LocalReplicaConfig(_Frozen):
 
     The worker is ``python -m <module> --http-port H --grpc-port G --metrics-port M
     --models a,b <args...>``; it must print ``ready_line`` once it serves, and stop its
-    Triton on SIGTERM (``gateway.demo.triton_worker`` does both).
+    Triton on SIGTERM (``servegate.local.triton_worker`` does both).
     """
 
-    module: str = "gateway.demo.triton_worker"
+    module: str = "servegate.local.triton_worker"
     models: list[str] = Field(default_factory=lambda: ["classifier", "embedder", "identity"],
                               min_length=1)
     args: list[str] = Field(default_factory=list)

@@ -2,13 +2,13 @@
 
 Run as its own process by ``servegate demo`` and the test fixtures:
 
-    python -m gateway.demo.triton_worker --http-port 8100 --grpc-port 8101 --metrics-port 8102
+    python -m servegate.local.triton_worker --http-port 8100 --grpc-port 8101 --metrics-port 8102
 
 It prints ``SERVEGATE_TRITON_READY`` once every model answers ready, and stops Triton (no
 orphaned ``tritonserver``) on SIGTERM or SIGINT, or when the process that started it exits
 (:func:`adapters.procs.watch_parent`: it may have been started from a thread, where the
 parent-death signal does not hold). The parent must set ``LD_LIBRARY_PATH`` to
-Python's LIBDIR (see :func:`gateway.demo.launch.triton_env`) so the Python backend stub loads
+Python's LIBDIR (see :func:`servegate.local.launch.triton_env`) so the Python backend stub loads
 the same libpython as this interpreter.
 """
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     from adapters.procs import watch_parent
-    from gateway.demo.models import Faults, demo_models
+    from servegate.local.models import Faults, demo_models
 
     faults = Faults(args.classifier_fail_rate, args.classifier_delay_ms)
     models = demo_models([m for m in args.models.split(",") if m], args.classifier_version,

@@ -1,7 +1,9 @@
 """The ``servegate`` command: ``gateway``, ``demo``, ``check-config``, ``autoscaler``, ``simulate``.
 
-Each subcommand builds its settings from the command line once and passes them in; nothing
-reads the environment at import time.
+Where it sits: the entry point (``[project.scripts]``), and the only module that imports both
+``gateway`` and ``autoscaler``; each process is built by its own package. Each subcommand
+builds its settings from the command line once and passes them in; nothing reads the
+environment at import time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from router import ConfigError
+from contracts import ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 traffic_tick_s=args.traffic_tick_s, autoscaler_url=args.autoscaler_url,
                 api_keys_file=_api_keys_file(args.api_keys_file)))
         elif args.command == "demo":
-            from gateway.demo.runner import DemoSettings, run_demo
+            from servegate.demo import DemoSettings, run_demo
 
             return run_demo(DemoSettings(
                 host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,

@@ -1,6 +1,6 @@
 """Syntax of weekly schedule windows: days, ``HH:MM`` times and time-zone names.
 
-Where it sits: shared by the config schema (:mod:`router.config` validates ``autoscaling``
+Where it sits: shared by the config schema (:mod:`contracts.config` validates ``autoscaling``
 schedules with it) and the autoscaler (``autoscaler.policy.schedule`` evaluates them), so
 both read a window the same way. Pure: no clock, no I/O beyond :mod:`zoneinfo`'s tz data.
 """

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from adapters.procs import die_with_parent
-from gateway.demo.launch import TritonProcess, start_triton
+from servegate.local.launch import TritonProcess, start_triton
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def stop_tritons(tritons: list[TritonProcess]) -> None:
 
 def gateway_command(s: DemoSettings, config_path: Path, token_path: Path) -> list[str]:
     """``servegate gateway`` as the demo runs it (its own process; the soak benchmark too)."""
-    return [sys.executable, "-m", "gateway.cli", "gateway", "--config", str(config_path),
+    return [sys.executable, "-m", "servegate.cli", "gateway", "--config", str(config_path),
             "--host", s.host, "--http-port", str(s.http_port), "--grpc-port", str(s.grpc_port),
             "--watch", "--log-level", s.log_level, "--admin-token-file", str(token_path),
             "--autoscaler-url", f"http://{s.host}:{s.autoscaler_port}"]
@@ -196,7 +196,7 @@ def gateway_command(s: DemoSettings, config_path: Path, token_path: Path) -> lis
 
 def autoscaler_command(s: DemoSettings, config_path: Path) -> list[str]:
     """``servegate autoscaler`` with the local actuator (and KEDA's scaler) as the demo runs it."""
-    return [sys.executable, "-m", "gateway.cli", "autoscaler", "--config", str(config_path),
+    return [sys.executable, "-m", "servegate.cli", "autoscaler", "--config", str(config_path),
             "--actuator", "local", "--host", s.host, "--status-port", str(s.autoscaler_port),
             "--serve-keda", "--keda-port", str(s.keda_port)]
 
