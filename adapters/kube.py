@@ -1,6 +1,6 @@
 """The one Kubernetes API client: JSON calls and watches over one shared httpx client.
 
-Where it sits: under the gateway's EndpointSlice discovery (``gateway/discovery_k8s.py``: a
+Where it sits: under the gateway's EndpointSlice discovery (``gateway/jobs/discovery_k8s.py``: a
 list, then a watch, per pool) and the autoscaler's scale actuator and Lease election
 (``autoscaler/actuators/kubernetes.py``, ``lease.py``: a GET and maybe a PATCH per pool per
 tick, a Lease renewal every few seconds). All of it is off the data path, so a plain async

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway.runtime import Runtime
+from gateway.pipeline.runtime import Runtime
 from router.health import circuit_state
 
 # 1 ms .. 10 s, roughly x2 per step with the usual SLO points (25/50/100/250 ms, 1 s).

@@ -37,29 +37,30 @@ import prometheus_client
 import uvicorn
 
 from contracts import Config, ConfigError
-from gateway.activation import Activator
-from gateway.admin import create_admin_app
-from gateway.admission import Admission
-from gateway.auth import KeyRing, KeysError, load_keys
-from gateway.coldstart import ColdStart
+from gateway.adapters.activation import Activator
+from gateway.adapters.state import MemoryStore, RedisStore, StateStore
+from gateway.adapters.upstream import NativeUpstream, Upstream
 from gateway.config import Reloader, load_config_file
-from gateway.discovery import Discovery, check_supported
 from gateway.errors import StateStoreError
 from gateway.grpc import GrpcChannels, GrpcFront, build_server
+from gateway.http.admin import create_admin_app
 from gateway.http.app import GatewayApp
 from gateway.http.control import Control
 from gateway.http.protocol import v2_protocol
+from gateway.jobs.discovery import Discovery, check_supported
+from gateway.jobs.prober import Prober
+from gateway.jobs.publisher import Publisher
 from gateway.metrics import GatewayMetrics
-from gateway.prober import Prober
-from gateway.proxy import Proxy
-from gateway.publisher import Publisher
-from gateway.quota import Quotas
-from gateway.runtime import Runtime
+from gateway.pipeline.admission import Admission
+from gateway.pipeline.auth import KeyRing, KeysError, load_keys
+from gateway.pipeline.coldstart import ColdStart
+from gateway.pipeline.proxy import Proxy
+from gateway.pipeline.quota import Quotas
+from gateway.pipeline.runtime import Runtime
 from gateway.settings import GatewaySettings
-from gateway.shadow import ShadowMirror
-from gateway.state import MemoryStore, RedisStore, StateStore
-from gateway.traffic import TrafficManager
-from gateway.upstream import NativeUpstream, Upstream
+from gateway.traffic.manager import TrafficManager
+from gateway.traffic.shadow import ShadowMirror
+from gateway.traffic.sync import TrafficSync
 
 log = logging.getLogger("servegate.gateway")
 
@@ -263,7 +264,7 @@ async def serve(settings: GatewaySettings) -> None:
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
     tasks = [asyncio.create_task(gw.prober.run(), name="prober"),
-             asyncio.create_task(gw.traffic.run(), name="traffic"),
+             asyncio.create_task(TrafficSync(gw.traffic).run(), name="traffic"),
              asyncio.create_task(gw.discovery.run(), name="discovery"),
              asyncio.create_task(gw.quotas.run(), name="quotas"),
              asyncio.create_task(gw.sweep(), name="sweep")]

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from gateway.auth import hash_key
+from gateway.pipeline.auth import hash_key
 from servegate.local.launch import free_port, start_triton
 
 KEYS = {"quiet": "quiet-bench-key-0123456789", "noisy": "noisy-bench-key-0123456789"}

@@ -1,7 +1,7 @@
 """Tenancy and admission decisions: who may call what, and when to say no.
 
-Where it sits: the gateway's admission step (``gateway.admission``) calls the functions below
-with counts it keeps, before a request is read or sent upstream; the knobs they read are the
+Where it sits: the gateway's admission step (``gateway.pipeline.admission``) calls the functions
+below with counts it keeps, before a request is read or sent upstream; the knobs they read are the
 config's tenancy schema (:mod:`contracts.tenancy`). Nothing here reads a clock or talks to
 Redis: windows, counts and queue depths come in as arguments.
 

@@ -99,7 +99,7 @@ def _api_keys_file(path: Path | None) -> Path | None:
 
 def _hash_key() -> int:
     """Read an API key from stdin; print the line to store in the keys file."""
-    from gateway.auth import hash_key
+    from gateway.pipeline.auth import hash_key
 
     key = sys.stdin.readline().strip()
     if not key:

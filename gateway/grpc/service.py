@@ -40,8 +40,6 @@ from grpc.aio import ServicerContext as Context
 from tritonclient.grpc import service_pb2 as pb
 
 from gateway import __version__
-from gateway.admission import Admission
-from gateway.coldstart import ColdWait
 from gateway.errors import (
     PayloadTooLarge,
     Unavailable,
@@ -54,13 +52,14 @@ from gateway.grpc.stats import merge_statistics
 from gateway.grpc.stream import StreamRelay, first_error
 from gateway.grpc.upstream import SERVICE, GrpcChannels, Metadata
 from gateway.grpc.wire import MalformedMessage, request_head, retarget
-from gateway.http.app import VARIANT_HEADER
-from gateway.http.control import EXTENSIONS
 from gateway.metrics import GatewayMetrics
-from gateway.pools import Endpoint, Pool
-from gateway.priority import grpc_with_priority
-from gateway.proxy import Proxy
-from gateway.traffic import TrafficManager
+from gateway.names import EXTENSIONS, VARIANT_HEADER
+from gateway.pipeline.admission import Admission
+from gateway.pipeline.coldstart import ColdWait
+from gateway.pipeline.pools import Endpoint, Pool
+from gateway.pipeline.priority import grpc_with_priority
+from gateway.pipeline.proxy import Proxy
+from gateway.traffic.manager import TrafficManager
 from router import NoEndpoint, Route, UnknownModel
 
 log = logging.getLogger("servegate.grpc")

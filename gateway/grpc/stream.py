@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from tritonclient.grpc import service_pb2 as pb
@@ -46,13 +46,27 @@ from gateway.errors import (
 from gateway.grpc.errors import grpc_status, http_status
 from gateway.grpc.upstream import Metadata, translate
 from gateway.grpc.wire import MalformedMessage, request_head
-from gateway.pools import Endpoint
-from gateway.priority import grpc_with_priority
+from gateway.pipeline.pools import Endpoint
+from gateway.pipeline.priority import grpc_with_priority
 from router import RouteError, UnknownModel
 
 if TYPE_CHECKING:
-    from gateway.grpc.service import GrpcFront
+    from gateway.grpc.upstream import GrpcChannels
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline.admission import Admission
+    from gateway.pipeline.proxy import Proxy
     from router import Route
+
+
+class StreamFront(Protocol):
+    """What the relay needs from the gRPC front (``GrpcFront`` satisfies it; no import)."""
+
+    admission: Admission
+    proxy: Proxy
+    channels: GrpcChannels
+    metrics: GatewayMetrics
+
+    def route(self, model: str, version: str, headers: dict[str, str]) -> Route: ...
 
 
 class _Backend:
@@ -70,7 +84,7 @@ class _Backend:
 
 
 class StreamRelay:
-    def __init__(self, front: GrpcFront, context: grpc.aio.ServicerContext,
+    def __init__(self, front: StreamFront, context: grpc.aio.ServicerContext,
                  metadata: Metadata, headers: dict[str, str], tenant: str | None = None) -> None:
         self.front = front
         self.tenant = tenant

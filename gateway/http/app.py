@@ -16,25 +16,26 @@ import time
 from typing import Any
 
 from contracts import is_version
-from gateway.admission import Admission
-from gateway.coldstart import ColdWait
+from gateway.adapters.upstream import HOP_BY_HOP, Headers, UpstreamResponse
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from gateway.http.asgi import ClientGone, Scope, header, read_body, respond
 from gateway.http.control import Control
 from gateway.http.errors import error_response
 from gateway.http.validate import check_infer_body
 from gateway.metrics import GatewayMetrics
-from gateway.priority import rest_with_priority
-from gateway.proxy import Proxy
-from gateway.traffic import Decision, TrafficManager
-from gateway.upstream import HOP_BY_HOP, Headers, UpstreamResponse
+from gateway.names import VARIANT_HEADER
+from gateway.pipeline.admission import Admission
+from gateway.pipeline.coldstart import ColdWait
+from gateway.pipeline.priority import rest_with_priority
+from gateway.pipeline.proxy import Proxy
+from gateway.pipeline.splits import Decision
+from gateway.traffic.manager import TrafficManager
 from router import Route, UnknownModel
 
 log = logging.getLogger("servegate.http")
 
 _PREFIX = "/v2/models/"
 # Names the variant that served a call to a split model (REST header, gRPC trailing metadata).
-VARIANT_HEADER = b"x-servegate-variant"
 # On a response that waited for a cold start: how long, in milliseconds.
 COLD_START_HEADER = b"x-servegate-cold-start-ms"
 # A request's own deadline for waiting on a cold start, in milliseconds.

@@ -14,8 +14,8 @@ import asyncio
 import json
 from typing import Any
 
+from gateway.adapters.upstream import Headers
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
-from gateway.upstream import Headers
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

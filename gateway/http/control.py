@@ -11,7 +11,7 @@
   (``gateway/http/openapi.yaml``, read once when the gateway starts)
 - ``POST /v2/repository/models/{m}/load|unload``: refused (501); model control belongs to the
   Triton pools, not to a gateway that fronts many of them
-- ``/admin/...``: the token-protected admin API (:mod:`gateway.admin`)
+- ``/admin/...``: the token-protected admin API (:mod:`gateway.http.admin`)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from gateway import __version__
+from gateway.adapters.upstream import Upstream
 from gateway.errors import (
     BadRequest,
     MethodNotAllowed,
@@ -34,16 +35,12 @@ from gateway.errors import (
 )
 from gateway.http.asgi import Scope, read_body, respond, respond_json
 from gateway.metrics import GatewayMetrics
-from gateway.pools import Endpoint
-from gateway.runtime import Runtime
+from gateway.names import EXTENSIONS
+from gateway.pipeline.pools import Endpoint
+from gateway.pipeline.runtime import Runtime
 from gateway.stats import merge_model_stats
-from gateway.upstream import Upstream
 from router import Route
 
-EXTENSIONS = [
-    "classification", "model_configuration", "binary_tensor_data", "parameters", "statistics",
-    "model_repository",
-]
 _INDEX_BODY_LIMIT = 64 * 1024
 
 

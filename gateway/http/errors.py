@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 
+from gateway.adapters.upstream import Headers
 from gateway.errors import (
     BadRequest,
     Forbidden,
@@ -25,7 +26,6 @@ from gateway.errors import (
     UpstreamConnectError,
     UpstreamTimeout,
 )
-from gateway.upstream import Headers
 from router import NoEndpoint, UnknownModel
 from router.splits import UnknownVariant
 

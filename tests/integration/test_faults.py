@@ -135,8 +135,8 @@ async def test_redis_store_keeps_changes_made_while_down_and_reseeds_a_restarted
         tmp_path: Path) -> None:
     """The adapter alone: the replica that comes back first is the stale one (b), and it
     re-seeds the empty Redis with what it knew; a's change made during the outage still wins."""
+    from gateway.adapters.state import RedisStore
     from gateway.errors import StateStoreError
-    from gateway.state import RedisStore
 
     server = start_redis(tmp_path / "redis")
     a, b = RedisStore(server.url, "a"), RedisStore(server.url, "b")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import hash_key
+from gateway.pipeline.auth import hash_key
 from servegate.local.launch import TritonProcess, start_triton
 from tests.harness import GatewayProcess, LoadDriver, start_gateway, start_redis, wait_for
 

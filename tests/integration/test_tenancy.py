@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from gateway.auth import hash_key
+from gateway.pipeline.auth import hash_key
 from servegate.local.launch import TritonProcess, start_triton
 from tests.harness import GatewayProcess, start_gateway, wait_for
 

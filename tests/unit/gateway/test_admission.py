@@ -1,5 +1,6 @@
-"""gateway.auth, gateway.quota (local counting, no Redis), gateway.priority and
-gateway.admission: keys stored hashed, 401/403, quotas, in-flight caps, shedding, priority."""
+"""gateway.pipeline.auth, gateway.pipeline.quota (local counting, no Redis),
+gateway.pipeline.priority and gateway.pipeline.admission: keys stored hashed, 401/403, quotas,
+in-flight caps, shedding, priority."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from tritonclient.grpc import service_pb2 as pb
 
 from contracts import parse_config
 from contracts.tenancy import TenantConfig
-from gateway.admission import Admission
-from gateway.auth import KeyRing, KeysError, credential, hash_key, load_keys
 from gateway.errors import Forbidden, Overloaded, Unauthorized
 from gateway.metrics import GatewayMetrics
-from gateway.priority import grpc_with_priority, rest_with_priority
-from gateway.quota import Quotas
-from gateway.runtime import Runtime
+from gateway.pipeline.admission import Admission
+from gateway.pipeline.auth import KeyRing, KeysError, credential, hash_key, load_keys
+from gateway.pipeline.priority import grpc_with_priority, rest_with_priority
+from gateway.pipeline.quota import Quotas
+from gateway.pipeline.runtime import Runtime
 
 
 class Clock:

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from contracts import EndpointConfig, parse_config
-from gateway.coldstart import ColdStart
 from gateway.errors import Unavailable
 from gateway.metrics import GatewayMetrics
-from gateway.runtime import Runtime
+from gateway.pipeline.coldstart import ColdStart
+from gateway.pipeline.runtime import Runtime
 from router import NoEndpoint
 
 

@@ -8,7 +8,7 @@ import struct
 
 import numpy as np
 
-from gateway.compare import compare, decode_response
+from gateway.traffic.compare import compare, decode_response
 
 
 def _json(outputs: dict[str, tuple[str, list[int], list[object]]]) -> bytes:

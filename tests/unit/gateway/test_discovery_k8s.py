@@ -21,8 +21,10 @@ from kubernetes import client as k8s_client
 from adapters.kube import KubeConnection
 from contracts import EndpointConfig, parse_config
 from contracts.config import DiscoveryConfig
-from gateway.discovery import Discovery, check_supported
-from gateway.discovery_k8s import (
+from gateway.adapters.upstream import NativeUpstream
+from gateway.errors import DiscoveryError
+from gateway.jobs.discovery import Discovery, check_supported
+from gateway.jobs.discovery_k8s import (
     SliceApi,
     SliceWatch,
     endpoint_state,
@@ -30,9 +32,7 @@ from gateway.discovery_k8s import (
     load_slice_api,
     slice_ports,
 )
-from gateway.errors import DiscoveryError
-from gateway.runtime import Runtime
-from gateway.upstream import NativeUpstream
+from gateway.pipeline.runtime import Runtime
 
 NS = "serving"
 SVC = "triton"

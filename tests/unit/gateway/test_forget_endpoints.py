@@ -8,7 +8,7 @@ import asyncio
 from contracts import parse_config
 from gateway.grpc.upstream import GrpcChannels
 from gateway.metrics import GatewayMetrics
-from gateway.runtime import Runtime
+from gateway.pipeline.runtime import Runtime
 
 
 def test_series_of_gone_endpoints_are_dropped() -> None:

@@ -1,4 +1,4 @@
-"""gateway.upstream.native.NativeUpstream against small scripted HTTP/1.1 servers.
+"""gateway.adapters.upstream.native.NativeUpstream against small scripted HTTP/1.1 servers.
 
 Each test runs its own ``asyncio.start_server`` on 127.0.0.1, port 0, with a handler that
 scripts what the "Triton" side does on each accepted connection. Nothing sleeps hoping for an
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from gateway.adapters.upstream import HOP_BY_HOP, NativeUpstream, UpstreamResponse
 from gateway.errors import UpstreamBroken, UpstreamConnectError, UpstreamTimeout
-from gateway.upstream import HOP_BY_HOP, NativeUpstream, UpstreamResponse
 
 HOST = "127.0.0.1"
 DEADLINE = 2.0  # generous upper bound for any single wait; tests finish far sooner

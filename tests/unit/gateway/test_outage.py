@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gateway.outage import Outage
+from adapters.outage import Outage
 
 
 class Clock:

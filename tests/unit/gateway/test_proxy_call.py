@@ -1,4 +1,4 @@
-"""gateway.proxy.Proxy.call (pick, count, retry only what never left) and the gRPC front's
+"""gateway.pipeline.proxy.Proxy.call (pick, count, retry only what never left) and the gRPC front's
 pure helpers (metadata to forward, the upstream deadline)."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from gateway.errors import (
     UpstreamStatus,
 )
 from gateway.grpc.service import client_metadata, deadline
-from gateway.pools import Endpoint
-from gateway.proxy import Proxy
-from gateway.runtime import Runtime
+from gateway.pipeline.pools import Endpoint
+from gateway.pipeline.proxy import Proxy
+from gateway.pipeline.runtime import Runtime
 from router import NoEndpoint
 
 

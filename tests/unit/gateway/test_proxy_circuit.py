@@ -1,5 +1,5 @@
-"""gateway.proxy.Proxy with the circuit breaker: the half-open trial is one real request, its
-outcome closes or re-opens the circuit, a cancelled trial frees the slot, 502/503/504 answers
+"""gateway.pipeline.proxy.Proxy with the circuit breaker: the half-open trial is one real request,
+its outcome closes or re-opens the circuit, a cancelled trial frees the slot, 502/503/504 answers
 count when ``eject_on_5xx`` is on, and the circuit-state gauge. Synthetic clock, fake sends."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from contracts import parse_config
+from gateway.adapters.upstream import UpstreamResponse
 from gateway.errors import UpstreamConnectError
 from gateway.metrics import GatewayMetrics
-from gateway.pools import Endpoint
-from gateway.proxy import Proxy
-from gateway.runtime import Runtime
-from gateway.upstream import UpstreamResponse
+from gateway.pipeline.pools import Endpoint
+from gateway.pipeline.proxy import Proxy
+from gateway.pipeline.runtime import Runtime
 from router.health import CLOSED, HALF_OPEN, OPEN
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 
 from contracts import parse_config
+from gateway.adapters.state import MemoryStore
 from gateway.errors import BadRequest, NotFound
 from gateway.metrics import GatewayMetrics
-from gateway.runtime import Runtime
-from gateway.shadow import ShadowMirror
-from gateway.state import MemoryStore
-from gateway.traffic import TrafficManager, rollout_spec, sum_docs, window
+from gateway.pipeline.runtime import Runtime
+from gateway.traffic.fleetstats import sum_docs, window
+from gateway.traffic.manager import TrafficManager
+from gateway.traffic.rollouts import rollout_spec
+from gateway.traffic.shadow import ShadowMirror
 from router.rollout import RolloutSpec
 
 CONFIG = {

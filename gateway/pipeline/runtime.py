@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from contracts import Config, EndpointConfig, PoolConfig
-from gateway.pools import Pool, build_pools
+from gateway.pipeline.pools import Pool, build_pools
 from router import RouteTable
 
 log = logging.getLogger("servegate.runtime")

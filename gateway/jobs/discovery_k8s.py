@@ -1,6 +1,6 @@
 """Kubernetes EndpointSlice discovery: a Service's ready pods become a pool's endpoints.
 
-Where it sits: :class:`gateway.discovery.Discovery` runs one :class:`SliceWatch` per pool with
+Where it sits: :class:`gateway.jobs.discovery.Discovery` runs one :class:`SliceWatch` per pool with
 ``discovery: {type: kubernetes, service: S, namespace: N}``. The watch lists the Service's
 EndpointSlices (label ``kubernetes.io/service-name=S``), then watches from the list's
 resourceVersion. After every event it rebuilds the pool's endpoints from ALL of the Service's

@@ -1,9 +1,9 @@
 """Rate-limited logging of a dependency's outage (Redis, the autoscaler), one per user.
 
 Where it sits: beside the background tasks that talk to Redis (shared state resync and
-pub/sub in :mod:`gateway.traffic` and :mod:`gateway.state`, the counter publisher, activation).
-None of them is on a request's path, and while their dependency is down they fail on every
-tick; logging each failure would print a line a second per task. An :class:`Outage` logs the
+pub/sub in :mod:`gateway.traffic.manager` and :mod:`gateway.adapters.state`, the counter publisher,
+activation). None of them is on a request's path, and while their dependency is down they fail on
+every tick; logging each failure would print a line a second per task. An :class:`Outage` logs the
 first failure as a warning, then at most one summary every ``every_s`` (how many failures,
 since when), and one line when the dependency answers again.
 """

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from random import Random
 from typing import TypeVar
 
-from gateway.coldstart import ColdStart, ColdWait
+from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
-from gateway.pools import Endpoint, Pool
-from gateway.runtime import Runtime
-from gateway.upstream import Headers, Upstream, UpstreamResponse
+from gateway.pipeline.coldstart import ColdStart, ColdWait
+from gateway.pipeline.pools import Endpoint, Pool
+from gateway.pipeline.runtime import Runtime
 from router import NoEndpoint, Route, pick_endpoint
 from router.health import UNHEALTHY_STATUSES
 

@@ -14,11 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from gateway.coldstart import ColdStart
+from gateway.adapters.upstream import Upstream
 from gateway.errors import UpstreamError, UpstreamTimeout
-from gateway.pools import Endpoint, Pool
-from gateway.runtime import Runtime
-from gateway.upstream import Upstream
+from gateway.pipeline.coldstart import ColdStart
+from gateway.pipeline.pools import Endpoint, Pool
+from gateway.pipeline.runtime import Runtime
 
 log = logging.getLogger("servegate.prober")
 

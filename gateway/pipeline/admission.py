@@ -8,11 +8,12 @@ authentication alone, before any gateway-answered call). In order:
    names a tenant; none or an unknown key is 401;
 2. **may it** : the tenant's ``models`` must allow the model, else 403;
 3. **how urgent**: the class (critical, standard, sheddable) is the tenant's, else the
-   route's, else standard; its Triton level goes into the request (:mod:`gateway.priority`);
+   route's, else standard; its Triton level goes into the request
+   (:mod:`gateway.pipeline.priority`);
 4. **is there room**, each a 429 + Retry-After that names the reason: the model's
    ``max_in_flight`` on this replica; shedding when the pool's queue per ready endpoint has
    reached the class's threshold (sheddable first, then standard, never critical); the
-   tenant's concurrency and rate quotas, counted across replicas (:mod:`gateway.quota`).
+   tenant's concurrency and rate quotas, counted across replicas (:mod:`gateway.pipeline.quota`).
 
 A :class:`Ticket` holds what was counted in; the front releases it when the response is sent.
 With none of this configured, :meth:`Admission.admit` returns ``None`` after a few attribute
@@ -25,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from contracts.tenancy import TenantConfig
-from gateway.auth import KeyRing, credential
 from gateway.errors import Forbidden, Overloaded
 from gateway.metrics import GatewayMetrics
-from gateway.quota import Quotas
-from gateway.runtime import Runtime
+from gateway.pipeline.auth import KeyRing, credential
+from gateway.pipeline.quota import Quotas
+from gateway.pipeline.runtime import Runtime
 from router import Route
 from router.tenancy import Priority, queue_per_endpoint, resolve_priority, should_shed
 

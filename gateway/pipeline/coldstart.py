@@ -1,11 +1,11 @@
 """The cold-start buffer: hold requests while their pool has no ready endpoint.
 
-Where it sits: inside :meth:`gateway.proxy.Proxy.call`, between "route" and "pick". When a
+Where it sits: inside :meth:`gateway.pipeline.proxy.Proxy.call`, between "route" and "pick". When a
 pool with ``cold_start.enabled`` has no admitted endpoint, the request waits here instead of
 failing, in a bounded per-pool FIFO:
 
 - the first waiter starts a cold start and signals activation at once
-  (:class:`gateway.activation.Activator`: the autoscaler's ``/activate``, Redis pub/sub);
+  (:class:`gateway.adapters.activation.Activator`: the autoscaler's ``/activate``, Redis pub/sub);
 - while requests wait, the prober checks the pool every ``cold_start.probe_interval_s``
   (short fixed retries, no backoff) and discovery pushes new endpoints; either calls
   :meth:`ColdStart.notify`, which wakes the waiters in arrival order;
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from gateway.errors import Unavailable
 from gateway.metrics import GatewayMetrics
-from gateway.runtime import Runtime
+from gateway.pipeline.runtime import Runtime
 from router import NoEndpoint
 
 log = logging.getLogger("servegate.coldstart")

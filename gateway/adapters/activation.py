@@ -1,6 +1,6 @@
 """Telling the autoscaler that a pool at zero has demand, the moment it arrives.
 
-Where it sits: called by :class:`gateway.coldstart.ColdStart` when the first request of a
+Where it sits: called by :class:`gateway.pipeline.coldstart.ColdStart` when the first request of a
 cold start is held. Fire and forget: the request keeps waiting whatever happens here, and a
 failure is logged, once per outage (the autoscaler also sees ``servegate_queued_requests``
 when it scrapes, and the Redis counters once they are back).
@@ -16,9 +16,9 @@ import json
 import logging
 from urllib.parse import urlsplit
 
+from adapters.outage import Outage
+from gateway.adapters.upstream import Upstream
 from gateway.errors import UpstreamError
-from gateway.outage import Outage
-from gateway.upstream import Upstream
 
 log = logging.getLogger("servegate.activation")
 

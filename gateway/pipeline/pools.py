@@ -1,7 +1,7 @@
 """Runtime state of pools and endpoints: outstanding requests and health, per endpoint.
 
-Where it sits: built from the config by :class:`gateway.runtime.Runtime`; the proxy picks an
-endpoint (``router.pick_endpoint`` reads ``outstanding``, ``admitted`` and ``health``), starts a
+Where it sits: built from the config by :class:`gateway.pipeline.runtime.Runtime`; the proxy picks
+an endpoint (``router.pick_endpoint`` reads ``outstanding``, ``admitted`` and ``health``), starts a
 half-open trial when it picked one whose circuit is not closed, counts the request in and out,
 and reports the outcome; the prober reports probe results. Every change goes through the pure
 state machine in :mod:`router.health`. A reload reuses the :class:`Endpoint` objects of

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from gateway.upstream import Headers
+from gateway.adapters.upstream import Headers
 
 MAX_JSON_HEADER = 64 * 1024
 _HLEN = b"inference-header-content-length"

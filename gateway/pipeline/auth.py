@@ -1,7 +1,7 @@
 """API keys: who is calling. Keys are stored hashed and checked without timing leaks.
 
 Where it sits: the first step of every data-plane call when the config has an ``auth``
-section (:mod:`gateway.admission` asks :meth:`KeyRing.tenant` for the tenant behind the
+section (:mod:`gateway.pipeline.admission` asks :meth:`KeyRing.tenant` for the tenant behind the
 credential, then checks what that tenant may call). Keys come from a document that maps each
 tenant to the SHA-256 hashes of its keys, read from ``--api-keys-file`` (e.g. a Secret
 mounted by an external secrets operator) or from ``$SERVEGATE_API_KEYS``; it is re-read on

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.upstream import Headers
+from gateway.adapters.upstream import Headers
 
 _NUMPY = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,

@@ -2,13 +2,14 @@
 
 Where it sits: a background task beside the prober, keeping one watcher per discovered pool
 (restarted when the pool's ``discovery`` settings change, stopped when the pool goes). Each
-watcher swaps the pool's endpoints in the runtime (:meth:`gateway.runtime.Runtime.set_endpoints`),
-then tells the cold-start buffer, which wakes requests held for that pool.
+watcher swaps the pool's endpoints in the runtime
+(:meth:`gateway.pipeline.runtime.Runtime.set_endpoints`), then tells the cold-start buffer, which
+wakes requests held for that pool.
 
 - ``local``: long-polls the autoscaler's local actuator
   (``GET {url}/pools/{pool}/endpoints?version=N&wait_s=S``: the READY replicas and a version
   that changes with them).
-- ``kubernetes``: follows the Service's EndpointSlices (:mod:`gateway.discovery_k8s`; RBAC:
+- ``kubernetes``: follows the Service's EndpointSlices (:mod:`gateway.jobs.discovery_k8s`; RBAC:
   ``get, list, watch`` on ``discovery.k8s.io`` ``endpointslices``).
 
 Static pools need nothing. Failures are logged and retried; a pool keeps its last endpoints.
@@ -25,16 +26,16 @@ from urllib.parse import urlsplit
 
 from contracts import EndpointConfig
 from contracts.config import DiscoveryConfig
-from gateway.discovery_k8s import (
+from gateway.adapters.upstream import Upstream
+from gateway.errors import DiscoveryError, UpstreamError
+from gateway.jobs.discovery_k8s import (
     RETRY_S,
     SliceApi,
     SliceWatch,
     load_kube_connection,
     load_slice_api,
 )
-from gateway.errors import DiscoveryError, UpstreamError
-from gateway.runtime import Runtime
-from gateway.upstream import Upstream
+from gateway.pipeline.runtime import Runtime
 
 __all__ = ["Discovery", "DiscoveryError", "check_supported"]
 

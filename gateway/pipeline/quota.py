@@ -1,7 +1,7 @@
 """Per-tenant rate and concurrency quotas, counted across gateway replicas through Redis.
 
-Where it sits: called by :mod:`gateway.admission` for every request of a tenant with a quota,
-before the request is read or sent. The decision is local and synchronous (no network on the
+Where it sits: called by :mod:`gateway.pipeline.admission` for every request of a tenant with a
+quota, before the request is read or sent. The decision is local and synchronous (no network on the
 request path): each replica counts its own requests per rate window and its own in-flight
 requests, and a background task (:meth:`Quotas.run`, every ``sync_s``) pushes those counts to
 Redis and reads back the other replicas' share:

@@ -1,6 +1,6 @@
 """The upstream port: how the data plane sends one HTTP request to one Triton endpoint.
 
-Where it sits: the last hop of the request path (``gateway.proxy`` picks the endpoint, this
+Where it sits: the last hop of the request path (``gateway.pipeline.proxy`` picks the endpoint, this
 sends the bytes). Implementations translate their library's errors into
 :class:`gateway.errors.UpstreamError` subclasses, so the proxy's retry and health logic never
 sees a third-party exception.

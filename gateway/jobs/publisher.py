@@ -7,7 +7,7 @@ them, and writes the hash of :mod:`contracts.gatewaystats` (``DEL``, ``HSET``, `
 transaction, TTL a few intervals, so a dead replica disappears). The autoscaler sums the
 hashes of all replicas, so its p99 comes from fleet-wide bucket deltas. Serving never depends
 on this: while Redis is down every interval fails fast (one immediate retry, no backoff), the
-outage is logged once (then once a minute, :class:`gateway.outage.Outage`), and the first
+outage is logged once (then once a minute, :class:`adapters.outage.Outage`), and the first
 interval after Redis is back publishes again; an unexpected error is logged, never fatal.
 """
 
@@ -19,6 +19,7 @@ import math
 import time
 from collections import defaultdict
 
+from adapters.outage import Outage
 from contracts.gatewaystats import (
     DEFAULT_TTL_S,
     KEY_PREFIX,
@@ -28,8 +29,7 @@ from contracts.gatewaystats import (
     stats_key,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.outage import Outage
-from gateway.runtime import Runtime
+from gateway.pipeline.runtime import Runtime
 
 log = logging.getLogger("servegate.publisher")
 

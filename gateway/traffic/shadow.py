@@ -4,7 +4,7 @@ Where it sits: the front door decides (``router.splits.should_shadow``) that a r
 mirrored, calls :meth:`ShadowMirror.start` before sending the primary request (so both leave
 at the same time and their latencies compare fairly), and hands the primary's response to the
 returned future once it has answered the client. Everything else happens in a background
-task: the shadow call, the comparison (:mod:`gateway.compare`) and the metrics.
+task: the shadow call, the comparison (:mod:`gateway.traffic.compare`) and the metrics.
 
 The client never waits on the shadow: the mirror holds at most ``max_concurrency`` shadow
 calls per (model, variant); beyond that a mirror is dropped and counted.
@@ -18,9 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.compare import compare, decode_response
+from gateway.adapters.upstream import UpstreamResponse
 from gateway.metrics import GatewayMetrics
-from gateway.upstream import UpstreamResponse
+from gateway.traffic.compare import compare, decode_response
 
 log = logging.getLogger("servegate.shadow")
 

@@ -1,6 +1,6 @@
 """Shared traffic state: split weights, rollouts and per-variant statistics across replicas.
 
-Where it sits: behind :class:`gateway.traffic.TrafficManager`. Without Redis,
+Where it sits: behind :class:`gateway.traffic.manager.TrafficManager`. Without Redis,
 :class:`MemoryStore` keeps everything in the process. With ``redis_url``,
 :class:`RedisStore` keeps weights and rollouts in Redis hashes, announces every change on a
 pub/sub channel (replicas apply it at once and also resync periodically), lets one replica

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict
 
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from gateway.http.errors import error_response
-from gateway.traffic import TrafficManager, rollout_spec
+from gateway.traffic.manager import TrafficManager
+from gateway.traffic.rollouts import rollout_spec
 from router import RouterError
 
 

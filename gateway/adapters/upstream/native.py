@@ -21,8 +21,8 @@ from typing import cast
 
 import httptools
 
+from gateway.adapters.upstream.base import HOP_BY_HOP, Headers, UpstreamResponse
 from gateway.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
-from gateway.upstream.base import HOP_BY_HOP, Headers, UpstreamResponse
 
 _HTTP11 = b" HTTP/1.1\r\nhost: "
 _CL = b"\r\ncontent-length: "
@@ -122,7 +122,7 @@ class _Connection(asyncio.Protocol):
 
 
 class NativeUpstream:
-    """The :class:`~gateway.upstream.base.Upstream` used by the data plane by default."""
+    """The :class:`~gateway.adapters.upstream.base.Upstream` used by the data plane by default."""
 
     def __init__(self, max_idle_per_endpoint: int = 256) -> None:
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
