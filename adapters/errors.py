@@ -1,6 +1,8 @@
 """Errors raised by the adapters, one tree; each adapter translates its library's errors here.
 
     AdapterError
+     ├── RedisFailed          a Redis call failed (a refused command, a broken reply)
+     │    └── RedisUnavailable    unreachable, connection lost, timed out: try again later
      └── KubernetesError      the Kubernetes API refused or failed a call (status, reason)
           ├── KubernetesUnavailable   transport failure, timeout, 5xx, 429: try again later
           ├── KubernetesForbidden     401 / 403: credentials or RBAC fall short
@@ -48,3 +50,15 @@ class KubernetesConflict(KubernetesError):
 
 class KubernetesGone(KubernetesError):
     """410: the resourceVersion a watch asked for is too old; list again."""
+
+
+class RedisFailed(AdapterError):
+    """A Redis call failed (a refused command, a broken reply); ``what`` names the call."""
+
+    def __init__(self, what: str, message: str) -> None:
+        self.what = what
+        super().__init__(f"redis {what}: {message}")
+
+
+class RedisUnavailable(RedisFailed):
+    """Redis did not answer: unreachable, connection lost or timed out. Try again later."""

@@ -11,31 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from adapters.errors import RedisFailed
+from adapters.redisio import Redis, close, connect, subscribe
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "servegate:activate"
 
 
-async def _listen(client: aioredis.Redis, channel: str,
-                  activate: Callable[[str, str], bool]) -> None:
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    try:
-        await pubsub.subscribe(channel)
-        log.info("listening for activations on Redis channel %s", channel)
-        async for message in pubsub.listen():
-            data = message.get("data")
-            pool = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
-            if not activate(pool.strip(), "redis"):
-                log.warning("activation for unknown pool %r ignored", pool)
-    finally:
-        # Typed in redis >= 8.2, untyped before: a typed alias type-checks under both.
-        close: Callable[[], Awaitable[None]] = pubsub.aclose
-        await close()
+async def _listen(client: Redis, channel: str, activate: Callable[[str, str], bool]) -> None:
+    log.info("listening for activations on Redis channel %s", channel)
+    async for pool in subscribe(client, channel):
+        if not activate(pool.strip(), "redis"):
+            log.warning("activation for unknown pool %r ignored", pool)
 
 
 async def subscribe_activations(url: str, activate: Callable[[str, str], bool],
@@ -43,12 +33,12 @@ async def subscribe_activations(url: str, activate: Callable[[str, str], bool],
     """Run until cancelled, calling ``activate(pool, "redis")`` for each message."""
     backoff = 0.5
     while True:
-        client = aioredis.from_url(url, socket_connect_timeout=2.0, health_check_interval=15)
+        client = connect(url, timeout_s=2.0)
         try:
             await _listen(client, channel, activate)
-        except (RedisError, OSError) as exc:
+        except RedisFailed as exc:
             log.warning("Redis activation channel: %s; again in %.1fs", exc, backoff)
         finally:
-            await client.aclose()
+            await close(client)
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, max_backoff_s)

@@ -151,12 +151,11 @@ class Autoscaler:
         signals = self.auto.signals
         gateway: Any = None
         if signals.redis_url:
-            import redis.asyncio as aioredis
-
+            from adapters.redisio import close, connect
             from autoscaler.signals.redis_stats import RedisStatsReader
 
-            client = aioredis.from_url(signals.redis_url, socket_timeout=signals.scrape_timeout_s)
-            self._stack.push_async_callback(client.aclose)
+            client = connect(signals.redis_url, timeout_s=signals.scrape_timeout_s)
+            self._stack.push_async_callback(close, client)
             gateway = RedisStatsReader(client, signals.redis_prefix, signals.stale_after_s)
         else:
             urls = [*signals.gateways, *self.settings.gateways]

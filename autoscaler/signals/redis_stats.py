@@ -5,8 +5,8 @@ Where it sits: the collector's gateway source when ``autoscaling.signals.redis_u
 hashes (``<prefix><gateway id>``, kept alive by their TTL), fetches them in one pipeline and
 hands each as :class:`contracts.gatewaystats.GatewayStats` to the
 :class:`~autoscaler.signals.gateway.GatewayCollector`. A hash older than ``stale_after_s`` (by
-its ``ts``) is skipped; one that does not parse is reported and skipped. Redis errors become
-:class:`~autoscaler.errors.ScrapeError` here, and nowhere else.
+its ``ts``) is skipped; one that does not parse is reported and skipped. Redis errors (translated by
+:mod:`adapters.redisio`) become :class:`~autoscaler.errors.ScrapeError` here, and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,26 +15,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from adapters.errors import RedisFailed
+from adapters.redisio import Redis, redis_errors
 from autoscaler.errors import ParseError, ScrapeError, SignalError
 from autoscaler.signals.gateway import GatewayCollector
 from contracts.gatewaystats import KEY_PREFIX, GatewayStats, parse_hash_fields
 
 
 @contextmanager
-def redis_errors(source: str) -> Iterator[None]:
+def scrape_errors(source: str) -> Iterator[None]:
+    """Redis failures (translated by :mod:`adapters.redisio`) as a :class:`ScrapeError`."""
     try:
-        yield
-    except RedisTimeoutError as exc:
-        raise ScrapeError(source, "Redis timed out") from exc
-    except RedisConnectionError as exc:
-        raise ScrapeError(source, f"Redis unreachable: {exc}") from exc
-    except RedisError as exc:
-        raise ScrapeError(source, f"Redis error: {exc}") from exc
+        with redis_errors("read gateway counters"):
+            yield
+    except RedisFailed as exc:
+        raise ScrapeError(source, str(exc)) from exc
 
 
 @dataclass
@@ -44,7 +39,7 @@ class RedisRead:
 
 
 class RedisStatsReader:
-    def __init__(self, client: aioredis.Redis, prefix: str = KEY_PREFIX,
+    def __init__(self, client: Redis, prefix: str = KEY_PREFIX,
                  stale_after_s: float = 10.0) -> None:
         self.client = client
         self.prefix = prefix
@@ -53,7 +48,7 @@ class RedisStatsReader:
     async def read(self, now: float) -> RedisRead:
         """Every replica's fresh stats; raises :class:`ScrapeError` if Redis fails."""
         source = f"redis {self.prefix}*"
-        with redis_errors(source):
+        with scrape_errors(source):
             keys = [k async for k in self.client.scan_iter(match=self.prefix + "*", count=100)]
             pipe = self.client.pipeline(transaction=False)
             for key in keys:

@@ -16,7 +16,9 @@ import json
 import logging
 from urllib.parse import urlsplit
 
+from adapters.errors import RedisFailed
 from adapters.outage import Outage
+from adapters.redisio import close, connect, redis_errors
 from gateway.adapters.upstream import Upstream
 from gateway.errors import UpstreamError
 
@@ -33,15 +35,7 @@ class Activator:
         if autoscaler_url:
             parts = urlsplit(autoscaler_url)
             self._target = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self._redis = None
-        if redis_url:
-            import redis.asyncio as aioredis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0,
-                                                  socket_connect_timeout=1.0,
-                                                  retry=Retry(NoBackoff(), 1))
+        self._redis = connect(redis_url, timeout_s=1.0) if redis_url else None
         self._tasks: set[asyncio.Task[None]] = set()
         self.http_outage = Outage(log, "autoscaler /activate")
         self.redis_outage = Outage(log, "redis activation channel")
@@ -64,11 +58,10 @@ class Activator:
             except UpstreamError as exc:
                 self.http_outage.failed(exc, f"activation of {pool} not sent")
         if self._redis is not None:
-            import redis.exceptions
-
             try:
-                await self._redis.publish(CHANNEL, pool)
-            except (redis.exceptions.RedisError, OSError) as exc:
+                with redis_errors("publish activation"):
+                    await self._redis.publish(CHANNEL, pool)
+            except RedisFailed as exc:
                 self.redis_outage.failed(exc, f"activation of {pool} not sent")
             else:
                 self.redis_outage.ok()
@@ -78,4 +71,4 @@ class Activator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._redis is not None:
-            await self._redis.aclose()
+            await close(self._redis)

@@ -28,10 +28,12 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from adapters.errors import RedisFailed
+from adapters.redisio import close, connect, redis_errors, subscribe
 from gateway.errors import StateStoreError
 
 log = logging.getLogger("servegate.state")
@@ -110,28 +112,20 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
         target[key] = value
 
 
-@contextlib.asynccontextmanager
-async def _redis_errors(what: str) -> AsyncIterator[None]:
-    import redis.exceptions
-
+@contextlib.contextmanager
+def _store_errors(what: str) -> Iterator[None]:
+    """Redis failures (translated by :mod:`adapters.redisio`) as this package's error."""
     try:
-        yield
-    except (redis.exceptions.RedisError, OSError) as exc:
-        raise StateStoreError(f"redis {what}: {exc}") from exc
+        with redis_errors(what):
+            yield
+    except RedisFailed as exc:
+        raise StateStoreError(str(exc)) from exc
 
 
 class RedisStore:
     def __init__(self, url: str, replica_id: str, prefix: str = "servegate:",
                  socket_timeout_s: float = 1.0) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        # One immediate retry (a pooled connection may have died with a restarted Redis),
-        # no backoff: callers have their own cadence and must not stall while Redis is down.
-        self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s,
-            decode_responses=True, retry=Retry(NoBackoff(), 1))
+        self._redis = connect(url, timeout_s=socket_timeout_s, decode=True)
         self.replica_id = replica_id
         self.prefix = prefix
         self._known = Snapshot()  # the state this replica last read or wrote
@@ -149,7 +143,7 @@ class RedisStore:
     async def load(self) -> Snapshot:
         """Redis's state, after re-seeding an emptied Redis and writing pending changes."""
         try:
-            async with _redis_errors("load"):
+            with _store_errors("load"):
                 await self._reconcile()
                 weights = await self._redis.hgetall(self._k("weights"))
                 rollouts = await self._redis.hgetall(self._k("rollouts"))
@@ -203,7 +197,7 @@ class RedisStore:
         if self._reachable:
             self._pending.pop((key, model), None)
             try:
-                async with _redis_errors(f"save {key}"):
+                with _store_errors(f"save {key}"):
                     await self._write(key, model, value)
                 return
             except StateStoreError as exc:
@@ -223,23 +217,16 @@ class RedisStore:
 
     async def changes(self) -> AsyncIterator[None]:
         """Yields once per change announced by any replica; raises StateStoreError on loss."""
-        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
-            async with _redis_errors("subscribe"):
-                await pubsub.subscribe(self._k("events"))
-            while True:
-                async with _redis_errors("listen"):
-                    message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
-                    yield None
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+            async for _ in subscribe(self._redis, self._k("events")):
+                yield None
+        except RedisFailed as exc:
+            raise StateStoreError(str(exc)) from exc
 
     async def try_lead(self, name: str, ttl_s: float) -> bool:
         """Take or renew the expiring leader lock ``name``; True while this replica holds it."""
         key, ttl_ms = self._k(f"leader:{name}"), int(ttl_s * 1000)
-        async with _redis_errors("leader lock"):
+        with _store_errors("leader lock"):
             if await self._redis.set(key, self.replica_id, nx=True, px=ttl_ms):
                 return True
             # Renew only our own lock (compare-and-expire in one script).
@@ -250,16 +237,15 @@ class RedisStore:
         return bool(renewed)
 
     async def publish_stats(self, doc: Doc, ttl_s: float) -> None:
-        async with _redis_errors("publish stats"):
+        with _store_errors("publish stats"):
             await self._redis.set(self._k(f"vstats:{self.replica_id}"), json.dumps(doc),
                                   px=int(ttl_s * 1000))
 
     async def fleet_stats(self) -> list[Doc]:
-        async with _redis_errors("fleet stats"):
+        with _store_errors("fleet stats"):
             keys = [k async for k in self._redis.scan_iter(match=self._k("vstats:*"))]
             values = await self._redis.mget(keys) if keys else []
         return [json.loads(v) for v in values if v]
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._redis.aclose()
+        await close(self._redis)

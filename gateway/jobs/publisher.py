@@ -19,7 +19,9 @@ import math
 import time
 from collections import defaultdict
 
+from adapters.errors import RedisFailed
 from adapters.outage import Outage
+from adapters.redisio import close, connect, redis_errors
 from contracts.gatewaystats import (
     DEFAULT_TTL_S,
     KEY_PREFIX,
@@ -66,13 +68,7 @@ def snapshot(metrics: GatewayMetrics, runtime: Runtime, source: str, at: float) 
 class Publisher:
     def __init__(self, redis_url: str, replica_id: str, metrics: GatewayMetrics,
                  runtime: Runtime, interval_s: float = 1.0, prefix: str = KEY_PREFIX) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=1.0,
-                                              socket_connect_timeout=1.0,
-                                              retry=Retry(NoBackoff(), 1))
+        self._redis = connect(redis_url, timeout_s=1.0)
         self.outage = Outage(log, "redis (gateway counters for the autoscaler)")
         self.published = 0  # successful intervals
         self.key = stats_key(replica_id, prefix)
@@ -85,20 +81,19 @@ class Publisher:
     async def publish_once(self) -> None:
         fields = build_hash_fields(snapshot(self.metrics, self.runtime, self.replica_id,
                                             time.time()))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key)
-            pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
-            pipe.pexpire(self.key, self.ttl_ms)
-            await pipe.execute()
+        with redis_errors("publish counters"):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self.key)
+                pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
+                pipe.pexpire(self.key, self.ttl_ms)
+                await pipe.execute()
 
     async def run(self) -> None:
-        import redis.exceptions
-
         try:
             while True:
                 try:
                     await self.publish_once()
-                except (redis.exceptions.RedisError, OSError) as exc:
+                except RedisFailed as exc:
                     self.outage.failed(exc, "the autoscaler sees no counters from this replica")
                 except Exception:  # a bug here must not end publishing for good
                     log.exception("publishing gateway counters failed")
@@ -107,4 +102,4 @@ class Publisher:
                     self.outage.ok()
                 await asyncio.sleep(self.interval_s)
         finally:
-            await self._redis.aclose()
+            await close(self._redis)

@@ -27,6 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapters.errors import RedisFailed
+from adapters.outage import Outage
+from adapters.redisio import Redis, close, connect, redis_errors
 from contracts.tenancy import TenantConfig
 from gateway.errors import Overloaded
 from router.tenancy import concurrency_allows, local_share, rate_allows, retry_after_s, window_of
@@ -73,8 +76,8 @@ class Quotas:
         self._tenants: dict[str, _Tenant] = {}
         self._last_sync: float | None = None  # wall clock of the last successful sync
         self.replicas = 1  # replicas seen at the last sync (for the fallback share)
-        self._redis: object | None = None
-        self._failing = False
+        self._redis: Redis | None = None
+        self.outage = Outage(log, "quota counts in Redis")
 
     @property
     def shared(self) -> bool:
@@ -131,40 +134,31 @@ class Quotas:
         """Sync with Redis every ``sync_s`` until cancelled (nothing to do without Redis)."""
         if self.redis_url is None:
             return
-        import redis.asyncio as aioredis
-
-        client = aioredis.Redis.from_url(self.redis_url, socket_timeout=1.0,
-                                         socket_connect_timeout=1.0)
+        client = connect(self.redis_url, timeout_s=1.0)
         self._redis = client
         try:
             while True:
                 await self.sync_once()
                 await asyncio.sleep(self.sync_s)
         finally:
-            await client.aclose()
+            await close(client)
 
     async def sync_once(self) -> None:
-        import redis.exceptions
-
         client = self._redis
         if client is None:
             return
         now = self._clock()
         try:
-            await self._sync(client, now)
-        except (redis.exceptions.RedisError, OSError) as exc:
-            if not self._failing:
-                log.warning("quota counts cannot reach Redis (falling back to each replica's "
-                            "share of %d): %s", self.replicas, exc)
-            self._failing = True
+            with redis_errors("quota sync"):
+                await self._sync(client, now)
+        except RedisFailed as exc:
+            self.outage.failed(exc, f"each replica enforces its share of {self.replicas}")
             return
-        if self._failing:
-            log.info("quota counts reach Redis again")
-        self._failing = False
+        self.outage.ok()
         self._last_sync = now
 
-    async def _sync(self, client: object, now: float) -> None:
-        pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
+    async def _sync(self, client: Redis, now: float) -> None:
+        pipe = client.pipeline(transaction=False)
         pipe.zadd(REPLICAS_KEY, {self.replica_id: now})
         pipe.zremrangebyscore(REPLICAS_KEY, "-inf", now - 3 * max(self.stale_s, self.sync_s))
         pipe.zrange(REPLICAS_KEY, 0, -1)

@@ -176,7 +176,7 @@ def test_rate_quota_is_fleet_wide_through_redis_and_falls_back_without_it(
         assert errors == 0  # Redis down: still serving, within each replica's share
         assert 20 <= ok <= 60, ok
         redis = start_redis(tmp_path / "redis", port=redis.port)
-        wait_for(lambda: all("quota counts reach Redis again" in gw.log() for gw in replicas),
+        wait_for(lambda: all("quota counts in Redis is back after" in gw.log() for gw in replicas),
                  15, "both replicas syncing again")
         ok, errors = admitted_over(4.0)
         assert errors == 0

@@ -138,3 +138,11 @@ def test_the_graph_is_read() -> None:
     assert "gateway.pipeline.proxy" in GRAPH["gateway.server"]
     assert "contracts.config" in GRAPH["router.table"]
     assert {"gateway.server", "autoscaler.cli"} <= GRAPH["servegate.cli"]
+
+
+def test_one_module_imports_redis() -> None:
+    """Both processes reach Redis through adapters.redisio: one client factory, one error
+    translation."""
+    users = sorted(m for m, path in MODULES.items()
+                   if any(top(i) == "redis" for i in imports(path, m)))
+    assert users == ["adapters.redisio"]
