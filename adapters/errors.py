@@ -57,7 +57,7 @@ class RedisFailed(AdapterError):
 
     def __init__(self, what: str, message: str) -> None:
         self.what = what
-        super().__init__(f"redis {what}: {message}")
+        super().__init__(f"Redis {what}: {message}")
 
 
 class RedisUnavailable(RedisFailed):
