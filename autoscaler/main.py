@@ -34,13 +34,14 @@ from typing import Any
 
 import httpx
 
+from adapters.configfile import load_config_file
 from autoscaler.actuators.base import Actuator, ExportedActuator, TeeActuator
 from autoscaler.collector import Collector, GpuSource, ScrapedGateways, TritonSource
 from autoscaler.errors import AutoscalerError, KubernetesError, SetupError
 from autoscaler.loop import Controller, RealTicker, Ticker
 from autoscaler.metrics import AutoscalerMetrics
 from autoscaler.policy import ScalerSpec
-from autoscaler.settings import load_config, pool_specs
+from autoscaler.settings import pool_specs
 from autoscaler.signals.gateway import PoolMap
 from autoscaler.signals.triton import metrics_endpoints
 from autoscaler.status import EndpointSource, StatusServer, create_app
@@ -97,7 +98,7 @@ class Autoscaler:
         if settings.actuator not in ACTUATORS:
             raise SetupError(f"unknown actuator {settings.actuator!r}; one of {ACTUATORS}")
         self.settings = settings
-        self.config = config or load_config(settings.config_path)
+        self.config = config or load_config_file(settings.config_path)
         if self.config.autoscaling is None or not self.config.autoscaling.pools:
             raise SetupError(f"{settings.config_path}: no 'autoscaling.pools' to scale")
         self.auto = self.config.autoscaling

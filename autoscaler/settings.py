@@ -1,6 +1,7 @@
 """From the validated config to what the autoscaler runs on: policy specs and split plans.
 
-Where it sits: at startup (:func:`load_config` reads the file), before the control loop.
+Where it sits: at startup, before the control loop, on the config that
+:func:`adapters.configfile.load_config_file` read.
 The config's ``autoscaling`` section (:mod:`contracts.autoscaling`) becomes one
 :class:`~autoscaler.policy.ScalerSpec` per pool, and each model's traffic split becomes the
 variant list :func:`autoscaler.policy.plan_split` plans replicas for.
@@ -8,30 +9,9 @@ variant list :func:`autoscaler.policy.plan_split` plans replicas for.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import yaml
-
 from autoscaler.policy import RateLimit, ScalerSpec, Targets, Variant, make_window
 from contracts.autoscaling import PoolAutoscalingConfig, RateLimitConfig
-from contracts.config import Config, parse_config, variant_pool
-from contracts.errors import ConfigError
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate the YAML file; every problem is a :class:`router.ConfigError`."""
-    source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, [("", f"not UTF-8 text (byte {exc.start})")]) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(source, [(where, f"invalid YAML: {exc}")]) from exc
-    return parse_config(data, source)
+from contracts.config import Config, variant_pool
 
 
 def _rate(cfg: RateLimitConfig | None) -> RateLimit | None:

@@ -1,9 +1,8 @@
-"""Reading the YAML config file, and reloading it without dropping requests.
+"""Reloading the YAML config file without dropping requests.
 
-Where it sits: at start-up (:func:`load_config_file`) and on SIGHUP or a file change
-(:class:`Reloader`). Validation lives in :mod:`contracts.config`; this module only does the I/O
-and turns YAML syntax errors into the same :class:`router.ConfigError` with a line number.
-A config that fails to load is logged and the running one keeps serving.
+Where it sits: on SIGHUP or a file change (:class:`Reloader`); the file is read by
+:func:`adapters.configfile.load_config_file`, as at start-up. A config that fails to load is
+logged and the running one keeps serving.
 """
 
 from __future__ import annotations
@@ -14,29 +13,10 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
-from contracts import Config, ConfigError, parse_config
+from adapters.configfile import load_config_file
+from contracts import Config, ConfigError
 
 log = logging.getLogger("servegate.config")
-
-
-def load_config_file(path: str | Path) -> Config:
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(source, [("", f"cannot read file: {exc.strerror or exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, [("", f"not UTF-8 text (byte {exc.start})")]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(source, [(where, f"invalid YAML: {problem}")]) from exc
-    return parse_config(data, source)
 
 
 class Reloader:

@@ -36,11 +36,12 @@ import grpc
 import prometheus_client
 import uvicorn
 
+from adapters.configfile import load_config_file
 from contracts import Config, ConfigError
 from gateway.adapters.activation import Activator
 from gateway.adapters.state import MemoryStore, RedisStore, StateStore
 from gateway.adapters.upstream import NativeUpstream, Upstream
-from gateway.config import Reloader, load_config_file
+from gateway.config import Reloader
 from gateway.errors import StateStoreError
 from gateway.grpc import GrpcChannels, GrpcFront, build_server
 from gateway.http.admin import create_admin_app

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 triton_instances=args.triton_instances, log_level=args.log_level,
                 autoscaler_port=args.autoscaler_port, keda_port=args.keda_port))
         elif args.command == "check-config":
-            from gateway.config import load_config_file
+            from adapters.configfile import load_config_file
 
             cfg = load_config_file(args.config)
             print(f"{args.config}: OK ({len(cfg.pools)} pools, {len(cfg.models)} models)")

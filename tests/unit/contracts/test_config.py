@@ -1,4 +1,5 @@
-"""contracts.config.parse_config, gateway.config.load_config_file and gateway.config.Reloader."""
+"""contracts.config.parse_config, adapters.configfile.load_config_file and
+gateway.config.Reloader."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from adapters.configfile import load_config_file
 from contracts import Config, ConfigError, parse_config, split_hostport
-from gateway.config import Reloader, load_config_file
+from gateway.config import Reloader
 
 SRC = "cfg.yaml"
 
@@ -331,7 +333,7 @@ def test_yaml_integer_version_keys_are_accepted() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# gateway.config.load_config_file
+# adapters.configfile.load_config_file
 # --------------------------------------------------------------------------------------------
 
 VALID_YAML = """\
