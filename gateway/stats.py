@@ -1,8 +1,11 @@
 """Merge Triton ``/v2/models[/m]/stats`` documents from every endpoint of a pool.
 
-Where it sits: off the hot path, behind the statistics endpoint. A pool is one logical server
-to the client, so its statistics are the sum over its endpoints: counters and durations add
-up, ``last_inference`` is the latest, batch statistics add up per batch size.
+Where it sits: off the hot path, behind the statistics endpoint of both fronts (REST here,
+gRPC through :mod:`gateway.grpc.stats`, which turns messages into these documents and back). A
+pool is one logical server to the client, so its statistics are the sum over its endpoints:
+counters and durations add up, ``last_inference`` is the latest, batch statistics add up per
+batch size and response statistics per key; other lists (``memory_usage``) and strings are
+the first endpoint's. Entries are keyed by (name, version).
 """
 
 from __future__ import annotations
