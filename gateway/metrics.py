@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from contracts import metrics as names
 from gateway.pipeline.runtime import Runtime
 from router.health import circuit_state
 
@@ -42,16 +43,16 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("model", "endpoint", "protocol")
         self.requests = Counter(
-            "servegate_requests", "Requests answered, by model, endpoint and status class",
+            names.REQUESTS, "Requests answered, by model, endpoint and status class",
             [*labels, "code_class"], registry=self.registry)
         self.latency = Histogram(
-            "servegate_request_duration_seconds", "Time from request to full response",
+            names.REQUEST_DURATION, "Time from request to full response",
             labels, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.upstream_errors = Counter(
             "servegate_upstream_errors", "Transport failures talking to an endpoint, by kind",
             ["pool", "endpoint", "kind"], registry=self.registry)
         self.rejected = Counter(
-            "servegate_rejected_requests", "Requests answered by the gateway itself with an error",
+            names.REJECTED, "Requests answered by the gateway itself with an error",
             ["model", "protocol", "code"], registry=self.registry)
         self.admission_rejected = Counter(
             "servegate_admission_rejections",
@@ -159,7 +160,7 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         inflight = GaugeMetricFamily(
-            "servegate_in_flight_requests", "Requests in flight per model", labels=["model"])
+            names.IN_FLIGHT, "Requests in flight per model", labels=["model"])
         for model, n in sorted(self._in_flight().items()):
             inflight.add_metric([model], n)
         yield inflight
@@ -190,7 +191,7 @@ class _StateCollector(Collector):
                 weights.add_metric([model, v.name], v.weight)
         yield weights
         queued = GaugeMetricFamily(
-            "servegate_queued_requests", "Requests held while their pool has no ready endpoint",
+            names.QUEUED, "Requests held while their pool has no ready endpoint",
             labels=["pool"])
         held = self._queued()
         for pool in sorted(self._runtime.state.pools):

@@ -33,15 +33,16 @@ from autoscaler.errors import SignalError
 from autoscaler.policy.spec import NoData, Reading
 from autoscaler.signals import promtext
 from autoscaler.signals.http import get_text, metrics_url
+from contracts import metrics as metric_names
 from contracts.config import Config
 from contracts.gatewaystats import GatewayStats, ModelCounters
 
 Key = tuple[str, str]  # (pool, model)
-IN_FLIGHT = "servegate_in_flight_requests"
-REQUESTS = "servegate_requests"
-REJECTED = "servegate_rejected_requests"
-LATENCY_BUCKET = "servegate_request_duration_seconds_bucket"
-QUEUED = "servegate_queued_requests"
+IN_FLIGHT = metric_names.IN_FLIGHT
+REQUESTS = metric_names.REQUESTS
+REJECTED = metric_names.REJECTED
+LATENCY_BUCKET = metric_names.REQUEST_DURATION + "_bucket"
+QUEUED = metric_names.QUEUED
 
 
 @dataclass(frozen=True)
