@@ -1,6 +1,7 @@
 """Errors raised by the adapters, one tree; each adapter translates its library's errors here.
 
     AdapterError
+     ├── ProcessStartError    a child process did not come up (exited, or not ready in time)
      ├── RedisFailed          a Redis call failed (a refused command, a broken reply)
      │    └── RedisUnavailable    unreachable, connection lost, timed out: try again later
      └── KubernetesError      the Kubernetes API refused or failed a call (status, reason)
@@ -62,3 +63,12 @@ class RedisFailed(AdapterError):
 
 class RedisUnavailable(RedisFailed):
     """Redis did not answer: unreachable, connection lost or timed out. Try again later."""
+
+
+class ProcessStartError(AdapterError):
+    """A child process exited, or did not report ready, before its deadline; ``name`` names
+    it and the message carries the tail of its output."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(f"{name}: {message}")

@@ -1,11 +1,21 @@
-"""Child processes that never outlive the process that started them.
+"""The one process launcher: child processes started, awaited and stopped without orphans.
 
-Where it sits: under every launcher of servegate's own processes - the demo runner (gateway,
-autoscaler, Triton workers), the test and benchmark fixtures (``servegate/local/launch.py``) and
-the autoscaler's local actuator (``autoscaler/actuators/process.py``). Each passes
-:func:`die_with_parent` as ``preexec_fn``: Linux then signals the child when its parent dies,
-however it dies (SIGKILL, an OOM kill, a crashed terminal, a CI time-out), and the child's own
-SIGTERM handling stops what it started in turn (a Triton worker its ``tritonserver``).
+Where it sits: under the autoscaler's local actuator (local Triton replicas) and under the
+local runtime (``servegate.local.launch``: the Triton workers of the demo, the test fixtures
+and the benchmarks, started from synchronous code through one background event loop); the
+demo runner's own children (gateway, autoscaler) take :func:`die_with_parent` too.
+
+- A worker runs in its own session (process group), so stopping it also stops the
+  ``tritonserver`` and Python-backend stubs it spawned.
+- :func:`die_with_parent` (``preexec_fn``): Linux signals the child when its parent dies,
+  however it dies (SIGKILL, an OOM kill, a crashed terminal, a CI time-out), and the child's
+  own SIGTERM handling stops what it started in turn (a Triton worker its ``tritonserver``).
+- :func:`python_env`: ``LD_LIBRARY_PATH`` starts with Python's LIBDIR, so the Python backend
+  stub loads the same libpython as the interpreter.
+- :func:`start_worker` waits, with a deadline, for the worker's ready line on its output, and
+  tries a failed start again on fresh ports; :meth:`WorkerProcess.stop` sends SIGTERM to the
+  group, waits, then SIGKILLs the group (stragglers) - also when the stop itself is cancelled.
+  The output pump of each worker is a task in the caller's :class:`asyncio.TaskGroup`.
 
 Linux sends the parent-death signal when the *thread* that forked the child exits, not the
 process: a child started from a pool thread would be stopped as soon as that thread ends. So
@@ -16,14 +26,47 @@ another thread (the Triton workers of the demo and the fixtures start in paralle
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
+import logging
 import os
 import signal
+import socket
 import sys
+import sysconfig
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from adapters.errors import ProcessStartError
+
+log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def python_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a PyTriton process needs: LD_LIBRARY_PATH includes Python's LIBDIR."""
+    env = dict(os.environ if base is None else base)
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def signal_group(pid: int, sig: int) -> None:
+    """``sig`` to the process group ``pid`` leads (gone already: nothing to do)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
@@ -67,3 +110,118 @@ def watch_parent(on_orphaned: Callable[[], None], every_s: float = 0.5) -> threa
     thread = threading.Thread(target=watch, daemon=True, name="watch-parent")
     thread.start()
     return thread
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to run one worker: ``argv(ports)`` builds the command for (http, grpc, metrics)."""
+
+    argv: Callable[[tuple[int, int, int]], Sequence[str]]
+    ready_line: str
+    start_timeout_s: float = 120.0
+    stop_timeout_s: float = 20.0
+    attempts: int = 2
+    cwd: str | None = None
+    ports: tuple[int, int, int] | None = None  # fixed ports (else free ones, new per attempt)
+    echo: Callable[[str], None] | None = None  # each output line, as it comes
+
+
+class WorkerProcess:
+    """A running worker: its process (own session), ports and the tail of its output."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, ports: tuple[int, int, int],
+                 name: str) -> None:
+        self.proc = proc
+        self.ports = ports
+        self.name = name
+        self.log: deque[str] = deque(maxlen=400)
+        self.ready = asyncio.Event()
+        self.exited = asyncio.Event()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def pump(self, ready_line: str, echo: Callable[[str], None] | None = None) -> None:
+        """Read the output until EOF (the pipe must be drained while the worker lives)."""
+        assert self.proc.stdout is not None
+        try:
+            async for raw in self.proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                self.log.append(line)
+                if ready_line in line:
+                    self.ready.set()
+                elif echo is not None:
+                    echo(line)
+            await self.proc.wait()
+        finally:
+            self.exited.set()
+
+    def signal_group(self, sig: int) -> None:
+        signal_group(self.proc.pid, sig)
+
+    async def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM the group, wait up to ``timeout_s``, then SIGKILL whatever is left."""
+        try:
+            if self.alive:
+                self.signal_group(signal.SIGTERM)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.proc.wait(), timeout_s)
+        finally:
+            self.signal_group(signal.SIGKILL)  # stubs left behind by the group, if any
+        await self.proc.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(list(self.log)[-lines:])
+
+
+async def _spawn(spec: WorkerSpec, ports: tuple[int, int, int], name: str,
+                 env: Mapping[str, str]) -> WorkerProcess:
+    proc = await asyncio.create_subprocess_exec(
+        *spec.argv(ports), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env=dict(env), cwd=spec.cwd, start_new_session=True, preexec_fn=die_with_parent())
+    return WorkerProcess(proc, ports, name)
+
+
+async def _start_once(spec: WorkerSpec, name: str, tg: asyncio.TaskGroup,
+                      env: Mapping[str, str]) -> WorkerProcess:
+    worker = await _spawn(spec, spec.ports or (free_port(), free_port(), free_port()), name, env)
+    tg.create_task(worker.pump(spec.ready_line, spec.echo), name=f"pump-{name}")
+    try:
+        async with asyncio.timeout(spec.start_timeout_s):
+            ready = asyncio.ensure_future(worker.ready.wait())
+            exited = asyncio.ensure_future(worker.exited.wait())
+            try:
+                await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                exited.cancel()
+        if not worker.ready.is_set():
+            raise ProcessStartError(name, f"exited with {worker.proc.returncode} before it "
+                                          f"was ready:\n{worker.tail()}")
+    except TimeoutError as exc:
+        await worker.stop(spec.stop_timeout_s)
+        raise ProcessStartError(name, f"not ready after {spec.start_timeout_s:g}s:\n"
+                                      f"{worker.tail()}") from exc
+    except BaseException:
+        await asyncio.shield(worker.stop(spec.stop_timeout_s))
+        raise
+    return worker
+
+
+async def start_worker(spec: WorkerSpec, name: str, tg: asyncio.TaskGroup,
+                       env: Mapping[str, str] | None = None) -> WorkerProcess:
+    """Start a worker and wait until it prints its ready line; retried on fresh ports.
+
+    PyTriton's Python-backend handshake has a 1 s timeout that a loaded machine can miss;
+    the last failure, with the worker's output, is raised as :class:`ProcessStartError`.
+    """
+    env = python_env() if env is None else env
+    for attempt in range(1, spec.attempts + 1):
+        try:
+            return await _start_once(spec, name, tg, env)
+        except ProcessStartError as exc:
+            if attempt == spec.attempts:
+                raise
+            log.warning("%s: start failed, trying again: %s", name, str(exc)[-500:])
+    raise AssertionError("unreachable")

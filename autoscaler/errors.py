@@ -5,8 +5,7 @@
      │    ├── ScrapeError     HTTP scrape / Redis read failed (httpx, redis errors chained)
      │    └── ParseError      the source answered with something we cannot parse
      ├── ActuatorError        scaling a target failed; ``target`` names it (pool, Deployment,
-     │    │                   replica), the cause is chained
-     │    └── ReplicaStartError  a local Triton replica did not come up in time
+     │                        replica), the cause is chained
      ├── SetupError           ``servegate autoscaler`` cannot start as configured (exit code 2)
      └── SimulationError      ``servegate simulate`` cannot run as asked
           ├── TraceError      unknown trace name, unreadable or malformed CSV
@@ -37,8 +36,8 @@ from adapters.errors import (
 
 __all__ = ["ActuatorError", "AutoscalerError", "KubernetesConflict", "KubernetesError",
            "KubernetesForbidden", "KubernetesGone", "KubernetesNotFound",
-           "KubernetesUnavailable", "ParseError", "PlotError", "ReplicaStartError",
-           "ScrapeError", "SetupError", "SignalError", "SimulationError", "TraceError"]
+           "KubernetesUnavailable", "ParseError", "PlotError", "ScrapeError", "SetupError",
+           "SignalError", "SimulationError", "TraceError"]
 
 
 class AutoscalerError(Exception):
@@ -67,10 +66,6 @@ class ActuatorError(AutoscalerError):
     def __init__(self, target: str, message: str) -> None:
         self.target = target
         super().__init__(f"{target}: {message}")
-
-
-class ReplicaStartError(ActuatorError):
-    """A local replica exited or did not report ready before its deadline."""
 
 
 class SetupError(AutoscalerError):

@@ -3,7 +3,7 @@
 Where it sits: behind the :class:`~autoscaler.actuators.base.Actuator` port, for
 ``servegate autoscaler --actuator local`` and ``servegate demo``. Each pool's config
 (``autoscaling.pools.<pool>.local``) says what a replica runs; a replica is one worker process
-(:mod:`autoscaler.actuators.process`) on three free ports.
+(:mod:`adapters.procs`) on three free ports.
 
 - :meth:`LocalActuator.scale` returns at once: new replicas start in tasks of the actuator's
   own :class:`asyncio.TaskGroup` (a start takes seconds); surplus replicas are removed
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
-from autoscaler.actuators.process import WorkerProcess, WorkerSpec, start_worker, worker_env
+from adapters.errors import ProcessStartError
+from adapters.procs import WorkerProcess, WorkerSpec, python_env, start_worker
 from autoscaler.errors import ActuatorError
 from contracts.autoscaling import LocalReplicaConfig
 
@@ -107,7 +108,7 @@ class LocalActuator:
         self._replicas: dict[str, list[Replica]] = {pool: [] for pool in pools}
         self._versions = {pool: _Versioned() for pool in pools}
         self._numbers = itertools.count(1)
-        self._env = worker_env()
+        self._env = python_env()
         self._tg: asyncio.TaskGroup | None = None
         self.start_failures = 0
 
@@ -211,7 +212,7 @@ class LocalActuator:
         assert self._tg is not None
         try:
             r.worker = await start_worker(self.specs[r.pool], r.name, self._tg, self._env)
-        except ActuatorError as exc:
+        except ProcessStartError as exc:
             self.start_failures += 1
             log.error("%s", exc)
             self._forget(r)

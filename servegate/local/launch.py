@@ -1,53 +1,81 @@
-"""Start and stop Triton worker processes (demo, tests, benchmarks) without orphans.
+"""Start and stop local Triton workers from synchronous code (demo, tests, benchmarks).
 
-Each worker runs in its own session (process group) so that stopping it also stops the
-``tritonserver`` and Python-backend stubs it spawned, and stops when the process that started
-it dies (the parent-death signal where it was started on the main thread, and the worker's own
-parent watch everywhere), so none outlives its parent.
+Where it sits: between the demo, the test fixtures and the benchmarks (plain threads and
+blocking calls) and the one process launcher, :mod:`adapters.procs` (asyncio). The workers
+are started by that launcher on one background event loop owned by this module (a daemon
+thread that lives as long as the process), so each worker runs in its own process group, is
+awaited with a deadline and retried on fresh ports, and never outlives this process: its
+parent-death signal and its own parent watch stop it if this process dies.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
+import asyncio
 import signal
-import socket
-import subprocess
 import sys
-import sysconfig
 import threading
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from adapters.procs import die_with_parent
+from adapters.procs import WorkerProcess, WorkerSpec, free_port, python_env, start_worker
 from servegate.local.triton_worker import READY_LINE
 
+__all__ = ["TritonProcess", "free_port", "start_triton", "triton_env"]
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+T = TypeVar("T")
+triton_env = python_env
 
 
-def triton_env() -> dict[str, str]:
-    """The environment a PyTriton process needs: LD_LIBRARY_PATH includes Python's LIBDIR."""
-    env = dict(os.environ)
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p
-    )
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+class _Loop:
+    """One event loop on a daemon thread, with a task group that holds the workers' pumps."""
+
+    _lock = threading.Lock()
+    _instance: _Loop | None = None
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._group: Future[asyncio.TaskGroup] = Future()
+        threading.Thread(target=self.loop.run_forever, daemon=True,
+                         name="servegate-launcher").start()
+        asyncio.run_coroutine_threadsafe(self._hold(), self.loop)
+        self.group = self._group.result(10)
+
+    async def _hold(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._group.set_result(tg)
+            await asyncio.Event().wait()  # for the life of the process
+
+    @classmethod
+    def get(cls) -> _Loop:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = _Loop()
+            return cls._instance
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 
 @dataclass
 class TritonProcess:
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    proc: subprocess.Popen[str]
-    log: list[str] = field(default_factory=list)
+    """A running worker: its ports, process and the tail of its output."""
+
+    worker: WorkerProcess
+    stop_timeout_s: float = 20.0
+
+    @property
+    def http_port(self) -> int:
+        return self.worker.ports[0]
+
+    @property
+    def grpc_port(self) -> int:
+        return self.worker.ports[1]
+
+    @property
+    def metrics_port(self) -> int:
+        return self.worker.ports[2]
 
     @property
     def http(self) -> str:
@@ -61,27 +89,26 @@ class TritonProcess:
     def metrics(self) -> str:
         return f"127.0.0.1:{self.metrics_port}"
 
+    @property
+    def proc(self) -> asyncio.subprocess.Process:
+        return self.worker.proc
+
+    @property
+    def log(self) -> list[str]:
+        return list(self.worker.log)
+
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.worker.alive
 
     def kill(self) -> None:
         """SIGKILL the whole process group (a crash, as the tests need)."""
-        _signal_group(self.proc, signal.SIGKILL)
-        self.proc.wait(10)
+        self.worker.signal_group(signal.SIGKILL)
+        _Loop.get().run(self.worker.proc.wait(), 10)
 
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            _signal_group(self.proc, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout)
-        _signal_group(self.proc, signal.SIGKILL)  # stubs left behind by the group, if any
-        if self.proc.poll() is None:
-            self.proc.wait(5)
-
-
-def _signal_group(proc: subprocess.Popen[str], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM the group, wait, then SIGKILL what is left."""
+        timeout = self.stop_timeout_s if timeout is None else timeout
+        _Loop.get().run(self.worker.stop(timeout), timeout + 10)
 
 
 def start_triton(
@@ -97,53 +124,21 @@ def start_triton(
 
     PyTriton's Python-backend handshake has a 1 s timeout that a loaded 2-core machine can
     miss while several servers start at once; a failed start is retried (fresh ports unless
-    ``ports`` is given) and the last failure, with the worker's log, is raised.
+    ``ports`` is given) and the last failure, with the worker's output, is raised as
+    :class:`adapters.errors.ProcessStartError`.
     """
-    for attempt in range(attempts):
-        try:
-            return _start_once(models, classifier_version, ports, timeout, quiet, extra_args)
-        except RuntimeError as exc:
-            if attempt == attempts - 1:
-                raise
-            sys.stderr.write(f"Triton worker start failed, retrying: {str(exc)[-2000:]}\n")
-    raise AssertionError("unreachable")
 
+    def argv(p: tuple[int, int, int]) -> list[str]:
+        return [sys.executable, "-m", "servegate.local.triton_worker",
+                "--http-port", str(p[0]), "--grpc-port", str(p[1]), "--metrics-port", str(p[2]),
+                "--models", ",".join(models), "--classifier-version", str(classifier_version),
+                *extra_args]
 
-def _start_once(
-    models: Sequence[str], classifier_version: int, ports: tuple[int, int, int] | None,
-    timeout: float, quiet: bool, extra_args: Sequence[str] = (),
-) -> TritonProcess:
-    http, grpc, metrics = ports or (free_port(), free_port(), free_port())
-    cmd = [
-        sys.executable, "-m", "servegate.local.triton_worker",
-        "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics),
-        "--models", ",".join(models), "--classifier-version", str(classifier_version),
-        *extra_args,
-    ]
-    proc = subprocess.Popen(
-        cmd, env=triton_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True, preexec_fn=die_with_parent(),
-    )
-    tp = TritonProcess(http, grpc, metrics, proc)
-    ready = threading.Event()
+    spec = WorkerSpec(argv, READY_LINE, start_timeout_s=timeout, attempts=attempts, ports=ports,
+                      echo=None if quiet else (lambda line: print(line, file=sys.stderr)))
+    loop = _Loop.get()
+    name = f"triton-{','.join(models)}-v{classifier_version}"
+    worker = loop.run(start_worker(spec, name, loop.group, python_env()),
+                      timeout * attempts + 60)
+    return TritonProcess(worker)
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            tp.log.append(line)
-            del tp.log[:-400]
-            if READY_LINE in line:
-                ready.set()
-            elif not quiet:
-                sys.stderr.write(line)
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True, name=f"triton-{http}").start()
-    deadline = time.monotonic() + timeout
-    while not ready.wait(0.2):
-        if time.monotonic() > deadline:
-            break
-    if proc.poll() is not None or not any(READY_LINE in ln for ln in tp.log):
-        tp.stop()
-        raise RuntimeError("Triton worker failed to start:\n" + "".join(tp.log[-60:]))
-    return tp

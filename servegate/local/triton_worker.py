@@ -8,7 +8,7 @@ It prints ``SERVEGATE_TRITON_READY`` once every model answers ready, and stops T
 orphaned ``tritonserver``) on SIGTERM or SIGINT, or when the process that started it exits
 (:func:`adapters.procs.watch_parent`: it may have been started from a thread, where the
 parent-death signal does not hold). The parent must set ``LD_LIBRARY_PATH`` to
-Python's LIBDIR (see :func:`servegate.local.launch.triton_env`) so the Python backend stub loads
+Python's LIBDIR (see :func:`adapters.procs.python_env`) so the Python backend stub loads
 the same libpython as this interpreter.
 """
 

@@ -85,7 +85,7 @@ async def test_forbidden_patch_is_typed(kmock: Any, client: KubeClient) -> None:
 
 
 async def test_unreachable_api_is_unavailable() -> None:
-    from autoscaler.actuators.process import free_port
+    from adapters.procs import free_port
 
     c = KubeClient(KubeConnection(f"http://127.0.0.1:{free_port()}",
                                   timeouts=KubeTimeouts(1.0, 1.0)))
