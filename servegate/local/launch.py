@@ -11,6 +11,8 @@ parent-death signal and its own parent watch stop it if this process dies.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import signal
 import sys
 import threading
@@ -37,10 +39,21 @@ class _Loop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._group: Future[asyncio.TaskGroup] = Future()
-        threading.Thread(target=self.loop.run_forever, daemon=True,
-                         name="servegate-launcher").start()
-        asyncio.run_coroutine_threadsafe(self._hold(), self.loop)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                        name="servegate-launcher")
+        self._thread.start()
+        self._held = asyncio.run_coroutine_threadsafe(self._hold(), self.loop)
         self.group = self._group.result(10)
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """At exit: end the task group (its pumps) and the loop, so nothing is left pending.
+        Workers still running stop on their own (parent-death signal, parent watch)."""
+        self._held.cancel()
+        with contextlib.suppress(BaseException):
+            self._held.result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
 
     async def _hold(self) -> None:
         async with asyncio.TaskGroup() as tg:
