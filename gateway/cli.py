@@ -1,4 +1,5 @@
-"""The ``servegate`` command: ``gateway``, ``demo``, ``check-config``, ``autoscaler``, ``simulate``.
+"""The ``servegate`` command: ``gateway``, ``demo``, ``check-config``, ``cost``, ``autoscaler``,
+``simulate``.
 
 Each subcommand builds its settings from the command line once and passes them in; nothing
 reads the environment at import time.
@@ -69,6 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
 
+    cost = sub.add_parser("cost", help="print what each pool, model and tenant cost, from a "
+                                       "running gateway's GET /admin/cost")
+    cost.add_argument("--since", default="1h", help="window: 90s, 15m, 1h, 1d (default 1h)")
+    cost.add_argument("--by", choices=("model", "tenant", "pool"), default=None,
+                      help="sum rows by one label (default: one row per pool, model, tenant)")
+    cost.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's REST URL")
+    cost.add_argument("--token", default=None,
+                      help="admin token (default: $SERVEGATE_ADMIN_TOKEN)")
+    cost.add_argument("--token-file", type=Path, default=None, help="file holding the token")
+    cost.add_argument("--json", action="store_true", help="print the report's JSON instead")
+
     from autoscaler.cli import add_subcommands  # the one place wiring both packages
 
     add_subcommands(sub)
@@ -117,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_autoscaler_command(args)
     if args.command == "hash-key":
         return _hash_key()
+    if args.command == "cost":
+        from gateway.costcli import run_cost
+
+        token = args.token or _admin_token(args.token_file)
+        return run_cost(args.url, args.since, args.by, token, args.json)
     try:
         if args.command == "gateway":
             from gateway.server import run

@@ -5,8 +5,10 @@ Where it sits: the REST and gRPC fronts have already read the model name and the
 outstanding requests), runs the front's ``send`` on it and returns its result unchanged;
 :meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
 when the request provably never left (a connect failure); every transport failure is reported
-to the endpoint's health state, so repeated failures eject it. A gRPC stream holds one endpoint
-for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed` directly.
+to the endpoint's health state, so repeated failures eject it. An answered inference adds its
+backend time to the charged tenant's cost accumulator (:mod:`gateway.cost`). A gRPC stream
+holds one endpoint for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed`
+directly.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from random import Random
 from typing import TypeVar
 
 from gateway.coldstart import ColdStart, ColdWait
+from gateway.cost import CostMeter
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pools import Endpoint, Pool
@@ -40,6 +43,7 @@ class Proxy:
         self._clock = clock
         self.in_flight: dict[str, int] = {}
         self.coldstart: ColdStart | None = None  # set by the wiring
+        self.cost: CostMeter | None = None  # set by the wiring
 
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""
@@ -47,7 +51,7 @@ class Proxy:
 
     async def forward(
         self, route: Route, method: bytes, target: bytes, headers: Headers, body: bytes,
-        cold: ColdWait | None = None,
+        cold: ColdWait | None = None, charge: str | None = None,
     ) -> tuple[UpstreamResponse, Endpoint]:
         def send(ep: Endpoint) -> Awaitable[UpstreamResponse]:
             return self.upstream.request(
@@ -56,12 +60,12 @@ class Proxy:
 
         health = self.runtime.state.pools[route.pool].config.health
         return await self.call(route, _all_endpoints, send, cold,
-                               _unhealthy_status if health.eject_on_5xx else None)
+                               _unhealthy_status if health.eject_on_5xx else None, charge)
 
     async def call(
         self, route: Route, endpoints_of: Callable[[Pool], Sequence[Endpoint]],
         send: Callable[[Endpoint], Awaitable[T]], cold: ColdWait | None = None,
-        unhealthy: Callable[[T], str] | None = None,
+        unhealthy: Callable[[T], str] | None = None, charge: str | None = None,
     ) -> tuple[T, Endpoint]:
         """``send`` on an endpoint picked from ``endpoints_of(pool)`` of the route's pool.
 
@@ -70,8 +74,12 @@ class Proxy:
         no admitted endpoint and buffers cold starts, the call waits for one (``cold`` carries
         the request's budget in and the time waited out). ``unhealthy(result)``, when given,
         names a reason when an answer counts as an endpoint failure (it is still returned).
+        ``charge`` names the tenant charged with the answered request's backend time (``None``:
+        not an inference, nobody is charged).
         """
         model = route.model
+        clock = self._clock
+        cost = self.cost.slot(route.pool, model, charge) if charge and self.cost else None
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         tried: list[Endpoint] = []
         pool = self.runtime.state.pools[route.pool]
@@ -92,7 +100,8 @@ class Proxy:
                     pool = self.runtime.state.pools[route.pool]  # discovery may have swapped it
                     tried.clear()
                     continue
-                ep.outstanding += 1
+                sent = clock()
+                ep.begin(sent)
                 try:
                     result = await send(ep)
                 except UpstreamError as exc:
@@ -105,7 +114,11 @@ class Proxy:
                     ep.trial_unsettled()  # cancelled, or an answer that is no transport verdict
                     raise
                 finally:
-                    ep.outstanding -= 1
+                    done = clock()
+                    ep.end(done)
+                if cost is not None:  # what this request is charged for (gateway.cost)
+                    cost.busy_s += done - sent
+                    cost.requests += 1
                 if unhealthy is not None and (why := unhealthy(result)):
                     self.answered_unhealthy(ep, why)
                 else:

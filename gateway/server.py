@@ -42,6 +42,7 @@ from gateway.admission import Admission
 from gateway.auth import KeyRing, KeysError, load_keys
 from gateway.coldstart import ColdStart
 from gateway.config import Reloader, load_config_file
+from gateway.cost import CostMeter
 from gateway.discovery import Discovery, check_supported
 from gateway.errors import StateStoreError
 from gateway.grpc import GrpcChannels, GrpcFront, build_server
@@ -72,6 +73,9 @@ class Gateway:
         self.proxy = Proxy(self.runtime, self.upstream)
         self.metrics = GatewayMetrics(self.runtime, lambda: self.proxy.in_flight)
         self.proxy.metrics = self.metrics
+        self.cost = CostMeter(self.runtime, self.metrics.registry,
+                              replicas=lambda: self.quotas.replicas)
+        self.proxy.cost = self.cost
         self.activator = Activator(self.upstream, settings.autoscaler_url, settings.redis_url)
         self.coldstart = ColdStart(self.runtime, self.metrics, self.activator)
         self.proxy.coldstart = self.coldstart
@@ -222,7 +226,7 @@ async def serve(settings: GatewaySettings) -> None:
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
     check_supported(gw.runtime)
-    gw.control.admin = create_admin_app(gw.traffic, settings.admin_token)
+    gw.control.admin = create_admin_app(gw.traffic, settings.admin_token, gw.cost)
     try:
         await gw.traffic.resync()
     except StateStoreError as exc:
@@ -266,7 +270,8 @@ async def serve(settings: GatewaySettings) -> None:
              asyncio.create_task(gw.traffic.run(), name="traffic"),
              asyncio.create_task(gw.discovery.run(), name="discovery"),
              asyncio.create_task(gw.quotas.run(), name="quotas"),
-             asyncio.create_task(gw.sweep(), name="sweep")]
+             asyncio.create_task(gw.sweep(), name="sweep"),
+             asyncio.create_task(gw.cost.run(), name="cost")]
     if settings.redis_url:  # the autoscaler reads every replica's counters from Redis
         publisher = Publisher(settings.redis_url, _replica_id(settings), gw.metrics, gw.runtime)
         tasks.append(asyncio.create_task(publisher.run(), name="publisher"))

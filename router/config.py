@@ -29,6 +29,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.autoscaling import AutoscalingConfig
+from router.cost import AccountingConfig, CostConfig
 from router.errors import ConfigError
 from router.tenancy import AuthConfig, PrioritiesConfig, Priority, SheddingConfig, TenantConfig
 
@@ -153,6 +154,7 @@ class PoolConfig(_Frozen):
     discovery: DiscoveryConfig = DiscoveryConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
     shedding: SheddingConfig = SheddingConfig()
+    cost: CostConfig = CostConfig()  # GPUs per replica and prices (router/cost.py)
 
     @field_validator("endpoints")
     @classmethod
@@ -271,6 +273,16 @@ class Config(_Frozen):
     auth: AuthConfig | None = None  # API keys on the data plane (router/tenancy.py)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     priorities: PrioritiesConfig = PrioritiesConfig()
+    cost: AccountingConfig = AccountingConfig()
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        bad = sorted(t for t in value if t.startswith("_"))
+        if bad:
+            raise ValueError(f"tenant names starting with '_' are reserved for cost "
+                             f"accounting (_idle, _shadow, _anonymous): {bad}")
+        return value
 
     @field_validator("models")
     @classmethod

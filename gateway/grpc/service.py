@@ -62,6 +62,7 @@ from gateway.priority import grpc_with_priority
 from gateway.proxy import Proxy
 from gateway.traffic import TrafficManager
 from router import NoEndpoint, Route, UnknownModel
+from router.cost import ANONYMOUS
 
 log = logging.getLogger("servegate.grpc")
 
@@ -222,7 +223,8 @@ class GrpcFront:
                     method, request, metadata, timeout, clients)
 
             response, ep = await self.proxy.call(route, _grpc_endpoints, send,
-                                                 ColdWait(context.time_remaining))
+                                                 ColdWait(context.time_remaining),
+                                                 charge=(tenant or ANONYMOUS) if infer else None)
         except Exception as exc:
             if not_ready is not None and isinstance(exc, UnknownModel | NoEndpoint | Unavailable):
                 return not_ready
