@@ -163,11 +163,11 @@ def attribute(interval: PoolInterval, state: DemandState, half_life_s: float
     busy = min(i.busy_replica_s * i.gpus_per_replica * i.share, provisioned) if total else 0.0
     weights = _decay(state.weights, demand, i.dt_s, half_life_s)
     rows: dict[Key, Charge] = {}
-    busy_of = {k: busy * v / total for k, v in demand.items()} if total else {}
+    busy_of = {k: busy * (v / total) for k, v in demand.items()} if total else {}
     idle = max(provisioned - busy, 0.0)
     wsum = sum(weights.values())
     for key in busy_of.keys() | weights.keys():
-        idle_k = idle * weights.get(key, 0.0) / wsum if wsum else 0.0
+        idle_k = idle * (weights.get(key, 0.0) / wsum) if wsum else 0.0
         rows[key] = Charge(busy_of.get(key, 0.0) + idle_k, idle_k)
     if not wsum and idle > 0:
         rows[(IDLE, IDLE)] = Charge(idle, idle)
