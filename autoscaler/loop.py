@@ -188,7 +188,8 @@ class Controller:
         status.last = record
         self.metrics.decision(pool, desired=d.desired, current=current, ready=ready,
                               demand=self.collector.demand(pool, now), dominant=d.dominant,
-                              clipped_by=d.clipped_by, valid=d.valid)
+                              clipped_by=d.clipped_by, valid=d.valid,
+                              gpus_per_replica=self.specs[pool].gpus_per_replica)
         return record
 
     def _count_error(self, pool: str, exc: ActuatorError) -> None:
@@ -218,6 +219,7 @@ class Controller:
                 "current": last.current if last else None,
                 "ready": last.ready if last else None,
                 "desired": last.desired if last else None,
+                "gpus_per_replica": self.specs[pool].gpus_per_replica,
                 "reason": last.reason if last else "no decision yet",
                 "dominant": last.dominant if last else None,
                 "activations": s.activations, "errors": s.errors,

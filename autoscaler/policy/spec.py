@@ -115,6 +115,8 @@ class ScalerSpec:
     max_scale_down_stabilization_s: float = 300.0
     scale_to_zero_grace_s: float = 30.0
     schedules: tuple[ScheduleWindow, ...] = ()
+    # GPUs one replica holds (a fraction for MIG or time slicing): what a replica costs.
+    gpus_per_replica: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
