@@ -39,7 +39,8 @@ def _rate(cfg: RateLimitConfig | None) -> RateLimit | None:
 
 
 def spec_from_config(cfg: PoolAutoscalingConfig, p99_window_s: float = 10.0,
-                     gpus_per_replica: float = 1.0) -> ScalerSpec:
+                     gpus_per_replica: float = 1.0, fallback_pool: str | None = None
+                     ) -> ScalerSpec:
     """The policy spec of one pool; capacity targets given ``per_gpu`` are scaled to what one
     replica holds (``gpus_per_replica``, from the pool's ``cost``)."""
     t = cfg.targets
@@ -48,7 +49,7 @@ def spec_from_config(cfg: PoolAutoscalingConfig, p99_window_s: float = 10.0,
         targets=Targets(_scaled(t.concurrency_per_replica, per), _scaled(t.rate_per_replica, per),
                         _scaled(t.queue_per_replica, per), t.gpu_utilization, t.queue_time_s,
                         t.batch_fill),
-        gpus_per_replica=gpus_per_replica,
+        gpus_per_replica=gpus_per_replica, fallback_pool=fallback_pool,
         min_replicas=cfg.min_replicas, max_replicas=cfg.max_replicas,
         p99_slo_s=cfg.p99_slo_s, max_slo_boost=cfg.max_slo_boost, p99_window_s=p99_window_s,
         tolerance=cfg.tolerance, stable_window_s=cfg.stable_window_s,
@@ -70,7 +71,8 @@ def pool_specs(config: Config) -> dict[str, ScalerSpec]:
     if config.autoscaling is None:
         return {}
     window = config.autoscaling.signals.p99_window_s
-    return {pool: spec_from_config(cfg, window, config.pools[pool].cost.gpus)
+    return {pool: spec_from_config(cfg, window, config.pools[pool].cost.gpus,
+                                   config.pools[pool].fallback_pool)
             for pool, cfg in config.autoscaling.pools.items()}
 
 

@@ -4,8 +4,10 @@ Where it sits: the REST and gRPC fronts have already read the model name and the
 :meth:`Proxy.call` looks up the route's pool, picks an endpoint (power of two choices on
 outstanding requests), runs the front's ``send`` on it and returns its result unchanged;
 :meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
-when the request provably never left (a connect failure); every transport failure is reported
-to the endpoint's health state, so repeated failures eject it. An answered inference adds its
+when the request provably never left (a connect failure), and goes to the pool's fallback
+pool (``fallback_pool``, e.g. on-demand behind spot) when its own pool has no endpoint to
+offer, before waiting for a cold start; every transport failure is reported to the
+endpoint's health state, so repeated failures eject it. An answered inference adds its
 backend time to the charged tenant's cost accumulator (:mod:`gateway.cost`). A gRPC stream
 holds one endpoint for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed`
 directly.
@@ -88,9 +90,17 @@ class Proxy:
                 try:
                     ep = self.pick(pool, endpoints_of(pool), tried)
                 except (NoEndpoint, Unavailable):
+                    fallback = self._fallback(pool) if pool.name == route.pool else None
+                    if fallback is not None:  # e.g. spot capacity reclaimed: on-demand serves
+                        pool = fallback
+                        tried.clear()
+                        if cost is not None and self.cost is not None:
+                            cost = self.cost.slot(pool.name, model, charge)
+                        continue
                     # Nothing ready (or everything refused, e.g. replicas going away): a pool
                     # that buffers cold starts holds the request until an endpoint is ready.
-                    if self.coldstart is None or not pool.config.cold_start.enabled:
+                    home = self.runtime.state.pools[route.pool]
+                    if self.coldstart is None or not home.config.cold_start.enabled:
                         raise
                     cold = cold or ColdWait()
                     budget = cold.budget_s()
@@ -99,6 +109,8 @@ class Proxy:
                     cold.waited_s += await self.coldstart.wait(route.pool, budget)
                     pool = self.runtime.state.pools[route.pool]  # discovery may have swapped it
                     tried.clear()
+                    if cost is not None and self.cost is not None:
+                        cost = self.cost.slot(pool.name, model, charge)
                     continue
                 sent = clock()
                 ep.begin(sent)
@@ -126,6 +138,13 @@ class Proxy:
                 return result, ep
         finally:
             self.in_flight[model] -= 1
+
+    def _fallback(self, pool: Pool) -> Pool | None:
+        """The pool that takes ``pool``'s requests while it has nothing to offer, if any."""
+        name = pool.config.fallback_pool
+        if name is None:
+            return None
+        return self.runtime.state.pools.get(name)
 
     def pick(self, pool: Pool, endpoints: Sequence[Endpoint],
              tried: Collection[Endpoint] = ()) -> Endpoint:

@@ -117,6 +117,8 @@ class ScalerSpec:
     schedules: tuple[ScheduleWindow, ...] = ()
     # GPUs one replica holds (a fraction for MIG or time slicing): what a replica costs.
     gpus_per_replica: float = 1.0
+    # The pool surged for the replicas this one loses to interruptions (policy/fallback.py).
+    fallback_pool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

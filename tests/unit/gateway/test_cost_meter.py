@@ -145,3 +145,47 @@ def test_report_sums_rows_and_pools() -> None:
     (acme,) = [r for r in doc["rows"] if r["tenant"] == "acme"]
     assert acme["dollars_per_1k"] == pytest.approx(30 * 3.6 / 3600 * 100)
     assert doc["accounted_s"] == pytest.approx(30)
+
+
+def fallback_proxy() -> tuple[Proxy, CostMeter, Clock]:
+    config = parse_config({
+        "pools": {"spot": {"endpoints": ["10.0.0.1:8000"], "fallback_pool": "ondemand",
+                           "cost": {"capacity": "spot", "spot_price_per_gpu_hour": 1.0}},
+                  "ondemand": {"endpoints": ["10.0.1.1:8000"]}},
+        "models": {"m": {"pool": "spot"}},
+    })
+    clock = Clock()
+    runtime = Runtime(config)
+    proxy = Proxy(runtime, upstream=None, rng=Random(1), clock=clock)  # type: ignore[arg-type]
+    proxy.cost = CostMeter(runtime, CollectorRegistry(), clock=clock)
+    return proxy, proxy.cost, clock
+
+
+async def test_a_pool_with_nothing_to_offer_sends_to_its_fallback_and_charges_it() -> None:
+    proxy, meter, clock = fallback_proxy()
+    route = proxy.route("m", "")
+    _, ep = await proxy.call(route, lambda p: p.endpoints, sender(clock, 0.1), charge="acme")
+    assert ep.pool == "spot"
+    # the spot endpoint is reclaimed (discovery drops it; here: a reload without it)
+    spot = proxy.runtime.state.pools["spot"]
+    spot.endpoints.clear()
+    _, ep = await proxy.call(route, lambda p: p.endpoints, sender(clock, 0.1), charge="acme")
+    assert ep.pool == "ondemand"
+    assert meter.slot("ondemand", "m", "acme").requests == 1
+    assert meter.slot("spot", "m", "acme").requests == 1
+    proxy.runtime.state.pools["ondemand"].endpoints.clear()
+    with pytest.raises(NoEndpoint):
+        await proxy.call(route, lambda p: p.endpoints, sender(clock, 0.1), charge="acme")
+
+
+def test_fallback_pool_config_is_checked() -> None:
+    from router import ConfigError
+
+    def bad(pools: dict[str, Any]) -> str:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"pools": pools, "models": {"m": {"pool": "a"}}})
+        return str(info.value)
+
+    assert "unknown pool 'z'" in bad({"a": {"fallback_pool": "z"}})
+    assert "its own fallback" in bad({"a": {"fallback_pool": "a"}})
+    assert "one hop" in bad({"a": {"fallback_pool": "b"}, "b": {"fallback_pool": "c"}, "c": {}})
