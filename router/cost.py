@@ -225,9 +225,8 @@ class _Bucket:
 
 class Ledger:
     """Charges in buckets of ``bucket_s`` (1 minute) kept for ``retention_s`` (24 h), for the
-    windowed report (``GET /admin/cost?window=1h``): a window sums the buckets that start
-    within it, so it is accurate to one bucket (the oldest, partly covered one is left out;
-    the current one counts as far as it goes)."""
+    windowed report (``GET /admin/cost?window=1h``): a window sums the buckets whose middle
+    lies within it, and always the current one, so it is accurate to about one bucket."""
 
     def __init__(self, bucket_s: float = 60.0, retention_s: float = 86400.0) -> None:
         self.bucket_s = bucket_s
@@ -268,8 +267,11 @@ class Ledger:
         rows: dict[tuple[str, str, str], Totals] = {}
         pools: dict[str, Totals] = {}
         covered = 0.0
+        newest = self._buckets[-1] if self._buckets else None
         for b in self._buckets:
-            if b.start < since:
+            # A bucket counts when its middle is within the window (so a window is rounded to
+            # whole buckets); the newest always counts (a window shorter than a bucket).
+            if b.start + self.bucket_s / 2 <= since and b is not newest:
                 continue
             covered += b.covered_s
             for key, t in b.rows.items():

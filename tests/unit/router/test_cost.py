@@ -178,6 +178,14 @@ def test_ledger_window_sums_buckets_and_rows_report_per_1k() -> None:
         group_rows([], "region")
 
 
+def test_a_window_shorter_than_a_bucket_still_sees_the_current_one() -> None:
+    ledger = Ledger(bucket_s=60, retention_s=3600)
+    ch, _ = attribute(interval(1, 1, 1), DemandState(), 0)
+    ledger.add(6000.0 + 50, 1, "gpu", ch, 0, {})
+    _, pools, _ = ledger.window(6000.0 + 55, 30)
+    assert pools["gpu"].gpu_s == pytest.approx(1)
+
+
 def test_ledger_forgets_buckets_past_retention() -> None:
     ledger = Ledger(bucket_s=60, retention_s=600)
     ch, _ = attribute(interval(60, 1, 1), DemandState(), 0)
