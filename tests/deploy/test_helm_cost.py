@@ -72,3 +72,13 @@ def test_placement_per_capacity_type_is_configurable() -> None:
     assert any(t["key"] == "cloud.google.com/gke-spot" for t in spot["tolerations"])
     od = r.one("Deployment", pool_name("gpu"))["spec"]["template"]["spec"]
     assert od["nodeSelector"] == {"cloud.google.com/gke-provisioning": "standard"}
+
+
+def test_fallback_pool_renders_and_an_unknown_one_fails() -> None:
+    values = three_pools()
+    values["pools"]["mig"]["fallback_pool"] = "gpu"  # type: ignore[index]
+    cfg = parse_config(render(values).config(), "rendered servegate.yaml")
+    assert cfg.pools["mig"].fallback_pool == "gpu"
+    values["pools"]["mig"]["fallback_pool"] = "nope"  # type: ignore[index]
+    with pytest.raises(Exception, match=r"pools\.mig\.fallback_pool: unknown pool"):
+        render(values)

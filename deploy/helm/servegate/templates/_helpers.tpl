@@ -166,6 +166,12 @@ seccompProfile:
 {{- with $p.cold_start }}{{ $_ := set $entry "cold_start" . }}{{ end -}}
 {{- with $p.shedding }}{{ $_ := set $entry "shedding" . }}{{ end -}}
 {{- $_ := set $entry "cost" (include "servegate.pool.cost" $p | fromJson) -}}
+{{- with $p.fallback_pool }}
+{{- if not (hasKey $pools .) }}
+{{- fail (printf "pools.%s.fallback_pool: unknown pool %q (pools: %s)" $name . (keys $pools | sortAlpha | join ", ")) }}
+{{- end }}
+{{- $_ := set $entry "fallback_pool" . }}
+{{- end -}}
 {{- $_ := set $cfgPools $name $entry -}}
 {{- $as := deepCopy (default (dict) $p.autoscaling) -}}
 {{- /* the Deployment the kubernetes actuator (scaling.mode=direct) scales */ -}}
