@@ -5,17 +5,22 @@ with no network: it times the steps :meth:`gateway.proxy.Proxy.call` does for ac
 (the slot lookup, two adds, the endpoint's busy-time bookkeeping and its clock reads), a whole
 ``Proxy.call`` with a no-op send with and without a tenant to charge, and one accounting tick.
 
-    .venv/bin/python loadtest/bench_cost.py [--number 200000] [--repeat 5]
+    .venv/bin/python loadtest/bench_cost.py [--number 200000] [--repeat 5] [--baseline main]
 
-Prints the best of ``--repeat`` runs, in nanoseconds per operation.
+Prints the best of ``--repeat`` runs, in nanoseconds per operation. ``--baseline REF`` also
+times ``Proxy.call`` as it was at git REF (before cost accounting), alternating runs with
+today's, so the difference is the accounting's whole cost on the call path.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import time
 import timeit
+import types
 from random import Random
 
 from prometheus_client import CollectorRegistry
@@ -59,11 +64,25 @@ def _call_ns(proxy: Proxy, charge: str | None, number: int, repeat: int) -> floa
         for _ in range(repeat):
             t0 = time.perf_counter()
             for _ in range(number):
-                await proxy.call(route, _all, send, charge=charge)
+                if charge is None:  # also how the proxy before cost accounting is called
+                    await proxy.call(route, _all, send)
+                else:
+                    await proxy.call(route, _all, send, charge=charge)
             best = min(best, time.perf_counter() - t0)
         return best / number * 1e9
 
     return asyncio.run(run())
+
+
+def _baseline_proxy(ref: str, proxy: Proxy) -> Proxy:
+    """``gateway/proxy.py`` as it was at git ``ref``, bound to the same runtime."""
+    source = subprocess.run(["git", "show", f"{ref}:gateway/proxy.py"], check=True,
+                            capture_output=True, text=True).stdout
+    module = types.ModuleType("proxy_baseline")
+    sys.modules["proxy_baseline"] = module
+    exec(compile(source, f"{ref}:gateway/proxy.py", "exec"), module.__dict__)
+    old: Proxy = module.Proxy(proxy.runtime, upstream=None, rng=Random(1))
+    return old
 
 
 def _all(pool: object) -> list[Endpoint]:
@@ -74,6 +93,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--number", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--baseline", default="", help="git ref to compare Proxy.call with")
     a = ap.parse_args()
     proxy, meter = _setup()
     slot = meter.slot("p0", "m0", "t0")
@@ -110,6 +130,14 @@ def main() -> None:
         ("Proxy.call, no-op send, not charged", _call_ns(proxy, None, n // 4, r)),
         ("accounting tick (3 pools, 30 series)", _best(meter.tick, max(n // 100, 10), r)),
     ]
+    if a.baseline:
+        old = _baseline_proxy(a.baseline, proxy)
+        new_ns, old_ns = [], []
+        for _ in range(r):  # alternate, so drift on a shared machine hits both alike
+            new_ns.append(_call_ns(proxy, "t3", n // 4, 1))
+            old_ns.append(_call_ns(old, None, n // 4, 1))
+        rows += [(f"Proxy.call at {a.baseline} (no accounting)", min(old_ns)),
+                 ("Proxy.call now, charged (same runs)", min(new_ns))]
     for name, ns in rows:
         print(f"{name:40s} {ns:10.0f} ns")
 
