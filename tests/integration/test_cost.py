@@ -12,6 +12,7 @@ tritonclient (gRPC), the admin API and the ``servegate cost`` command.
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
 import time
@@ -182,6 +183,24 @@ def test_grpc_calls_are_charged_to_their_tenant(gw: GatewayProcess) -> None:
              5, "gRPC requests accounted")
 
 
+def test_grpc_stream_requests_are_charged_when_the_stream_ends(gw: GatewayProcess) -> None:
+    before = total(gw, "servegate_cost_requests_total", tenant="acme")
+    answers: queue.Queue[object] = queue.Queue()
+    client = grpcclient.InferenceServerClient(gw.grpc)
+    client.start_stream(lambda result, error: answers.put(error or result),
+                        headers=auth("acme"))
+    x = grpcclient.InferInput("DELAY_MS", [1, 1], "INT32")
+    x.set_data_from_numpy(np.array([[5]], dtype=np.int32))
+    for i in range(6):
+        client.async_stream_infer("sleeper", [x], request_id=str(i))
+    got = [answers.get(timeout=10) for _ in range(6)]
+    assert all(isinstance(g, grpcclient.InferResult) for g in got), got
+    client.stop_stream()
+    client.close()
+    wait_for(lambda: total(gw, "servegate_cost_requests_total", tenant="acme") == before + 6,
+             5, "stream requests accounted")
+
+
 def test_refused_requests_cost_nothing(gw: GatewayProcess) -> None:
     url = gw.url + "/v2/models/sleeper/infer"
     statuses = [post(url, sleeper_body(1), auth("batch"))[0] for _ in range(10)]
@@ -202,7 +221,7 @@ def test_admin_cost_report_and_errors(gw: GatewayProcess) -> None:
     assert status == 200 and doc["window"] == "1h" and doc["window_s"] == 3600
     rows = {(r["pool"], r["model"], r["tenant"]): r for r in doc["rows"]}
     acme = rows[("gpu", "sleeper", "acme")]
-    assert acme["requests"] == 78 and acme["gpu_seconds"] > 0 and acme["dollars"] > 0
+    assert acme["requests"] == 78 + 6 and acme["gpu_seconds"] > 0 and acme["dollars"] > 0
     assert acme["dollars_per_1k"] == pytest.approx(acme["dollars"] / acme["requests"] * 1000)
     assert 0 < acme["idle_share"] < 1
     (pool,) = doc["pools"]
