@@ -112,6 +112,11 @@ class Proxy:
                     if cost is not None and self.cost is not None:
                         cost = self.cost.slot(pool.name, model, charge)
                     continue
+                spill = pool.config.fallback_spill_at
+                if spill is not None and ep.outstanding >= spill and pool.name == route.pool:
+                    ep, pool = self._spill(ep, pool, endpoints_of)
+                    if cost is not None and self.cost is not None:
+                        cost = self.cost.slot(pool.name, model, charge)
                 sent = clock()
                 ep.begin(sent)
                 try:
@@ -145,6 +150,20 @@ class Proxy:
         if name is None:
             return None
         return self.runtime.state.pools.get(name)
+
+    def _spill(self, ep: Endpoint, pool: Pool, endpoints_of: Callable[[Pool], Sequence[Endpoint]]
+               ) -> tuple[Endpoint, Pool]:
+        """``ep`` is busy past the pool's ``fallback_spill_at``: an admitted, less loaded
+        endpoint of the fallback pool instead, if there is one."""
+        fallback = self._fallback(pool)
+        if fallback is None:
+            return ep, pool
+        alt = pick_endpoint(endpoints_of(fallback), self._rng, (), self._clock())
+        if alt is None or not alt.admitted or alt.outstanding >= ep.outstanding:
+            return ep, pool
+        if not ep.admitted:
+            ep.trial_unsettled()  # it was picked as a half-open trial: let another one be
+        return alt, fallback
 
     def pick(self, pool: Pool, endpoints: Sequence[Endpoint],
              tried: Collection[Endpoint] = ()) -> Endpoint:

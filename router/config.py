@@ -161,6 +161,10 @@ class PoolConfig(_Frozen):
     # while this one has no endpoint to offer (e.g. its spot nodes were reclaimed); the
     # autoscaler surges it for the replicas this pool lost.
     fallback_pool: str | None = None
+    # Also send a request to the fallback when the endpoint picked here already has this many
+    # requests outstanding and the fallback has a less loaded one (a pool that lost some of its
+    # replicas spills over onto the surged fallback). Unset: only when this pool has nothing.
+    fallback_spill_at: int | None = Field(default=None, ge=1)
 
     @field_validator("endpoints")
     @classmethod
@@ -321,6 +325,8 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
     for name, pool in cfg.pools.items():
         fb = pool.fallback_pool
         if fb is None:
+            if pool.fallback_spill_at is not None:
+                problems.append((f"pools.{name}.fallback_spill_at", "needs a fallback_pool"))
             continue
         if fb not in cfg.pools:
             problems.append((f"pools.{name}.fallback_pool", f"unknown pool {fb!r}"))

@@ -77,8 +77,10 @@ def test_placement_per_capacity_type_is_configurable() -> None:
 def test_fallback_pool_renders_and_an_unknown_one_fails() -> None:
     values = three_pools()
     values["pools"]["mig"]["fallback_pool"] = "gpu"  # type: ignore[index]
+    values["pools"]["mig"]["fallback_spill_at"] = 8  # type: ignore[index]
     cfg = parse_config(render(values).config(), "rendered servegate.yaml")
     assert cfg.pools["mig"].fallback_pool == "gpu"
+    assert cfg.pools["mig"].fallback_spill_at == 8
     values["pools"]["mig"]["fallback_pool"] = "nope"  # type: ignore[index]
     with pytest.raises(Exception, match=r"pools\.mig\.fallback_pool: unknown pool"):
         render(values)

@@ -189,3 +189,45 @@ def test_fallback_pool_config_is_checked() -> None:
     assert "unknown pool 'z'" in bad({"a": {"fallback_pool": "z"}})
     assert "its own fallback" in bad({"a": {"fallback_pool": "a"}})
     assert "one hop" in bad({"a": {"fallback_pool": "b"}, "b": {"fallback_pool": "c"}, "c": {}})
+
+
+async def test_a_busy_pool_spills_onto_a_less_loaded_fallback() -> None:
+    config = parse_config({
+        "pools": {"spot": {"endpoints": ["10.0.0.1:8000"], "fallback_pool": "ondemand",
+                           "fallback_spill_at": 4},
+                  "ondemand": {"endpoints": ["10.0.1.1:8000"]}},
+        "models": {"m": {"pool": "spot"}},
+    })
+    clock = Clock()
+    runtime = Runtime(config)
+    proxy = Proxy(runtime, upstream=None, rng=Random(1), clock=clock)  # type: ignore[arg-type]
+    proxy.cost = meter = CostMeter(runtime, CollectorRegistry(), clock=clock)
+    route = proxy.route("m", "")
+    (spot,) = runtime.state.pools["spot"].endpoints
+    (ondemand,) = runtime.state.pools["ondemand"].endpoints
+
+    async def pool_of_call() -> str:
+        _, ep = await proxy.call(route, lambda p: p.endpoints, sender(clock, 0.01),
+                                 charge="acme")
+        return ep.pool
+
+    spot.outstanding = 3  # below the spill point: stays on spot
+    assert await pool_of_call() == "spot"
+    spot.outstanding = 4
+    assert await pool_of_call() == "ondemand"
+    assert meter.slot("ondemand", "m", "acme").requests == 1
+    ondemand.outstanding = 4  # the fallback is no less loaded: stay
+    assert await pool_of_call() == "spot"
+    ondemand.outstanding = 0
+    ondemand.failed(clock.now, config.pools["ondemand"].health, "x")
+    ondemand.failed(clock.now, config.pools["ondemand"].health, "x")
+    ondemand.failed(clock.now, config.pools["ondemand"].health, "x")
+    assert not ondemand.admitted
+    assert await pool_of_call() == "spot"  # an ejected fallback endpoint takes no spill
+
+
+def test_spill_needs_a_fallback() -> None:
+    from router import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a fallback_pool"):
+        parse_config({"pools": {"a": {"fallback_spill_at": 2}}, "models": {"m": {"pool": "a"}}})

@@ -172,6 +172,7 @@ seccompProfile:
 {{- end }}
 {{- $_ := set $entry "fallback_pool" . }}
 {{- end -}}
+{{- with $p.fallback_spill_at }}{{ $_ := set $entry "fallback_spill_at" . }}{{ end -}}
 {{- $_ := set $cfgPools $name $entry -}}
 {{- $as := deepCopy (default (dict) $p.autoscaling) -}}
 {{- /* the Deployment the kubernetes actuator (scaling.mode=direct) scales */ -}}
