@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.autoscaling import AutoscalingConfig
-from router.cost import AccountingConfig, CostConfig
+from router.costconfig import AccountingConfig, CostConfig
 from router.errors import ConfigError
 from router.tenancy import AuthConfig, PrioritiesConfig, Priority, SheddingConfig, TenantConfig
 

@@ -62,7 +62,7 @@ from gateway.priority import grpc_with_priority
 from gateway.proxy import Proxy
 from gateway.traffic import TrafficManager
 from router import NoEndpoint, Route, UnknownModel
-from router.cost import ANONYMOUS
+from router.costconfig import ANONYMOUS
 
 log = logging.getLogger("servegate.grpc")
 

@@ -28,7 +28,7 @@ from gateway.proxy import Proxy
 from gateway.traffic import Decision, TrafficManager
 from gateway.upstream import HOP_BY_HOP, Headers, UpstreamResponse
 from router import Route, UnknownModel, is_version
-from router.cost import ANONYMOUS, SHADOW_TENANT
+from router.costconfig import ANONYMOUS, SHADOW_TENANT
 
 log = logging.getLogger("servegate.http")
 
