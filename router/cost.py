@@ -18,7 +18,8 @@ For one pool and one tick of ``dt_s`` seconds::
     charged_i   = busy_i + idle_i
 
 so ``sum(charged_i) == P`` at every tick, by construction. When ``D`` is empty (nobody used the
-pool within a few half-lives) the idle time is charged to the row ``(IDLE, IDLE)``: capacity
+pool for many half-lives: decayed demand under a microsecond is forgotten) the idle time is
+charged to the row ``(IDLE, IDLE)``: capacity
 nobody can be billed for, reported on its own. ``share`` is this gateway replica's part of the
 pool (1 / replicas) so that a fleet of gateways together counts each GPU-second once.
 """
@@ -112,8 +113,9 @@ def _decay(weights: Mapping[Key, float], demand: Mapping[Key, float], dt_s: floa
     for k, v in demand.items():
         out[k] = out.get(k, 0.0) + v
     top = max(out.values(), default=0.0)
-    # Forget keys that no longer matter (1e-6 of the largest, or nothing at all).
-    return {k: v for k, v in out.items() if v > 1e-6 * top and v > 1e-12}
+    # Forget demand that no longer matters: under 1e-6 of the largest, or under a microsecond
+    # (1 s of demand is forgotten after 20 half-lives, 10 ms after 13).
+    return {k: v for k, v in out.items() if v > 1e-6 * top and v > 1e-6}
 
 
 def parse_window(text: str, max_s: float) -> float:
