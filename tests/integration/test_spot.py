@@ -1,5 +1,5 @@
-"""A spot pool preempted under load loses no request: real Triton servers, the gateway as a
-subprocess.
+"""A spot pool preempted under load loses no request, and a spot pool left short spills onto
+its fallback: real Triton servers, the gateway as a subprocess.
 
 The spot pool's only endpoint goes away the way discovery reports a reclaimed node (the pool's
 endpoint list changes; here by a config reload, which is the same swap of the pool's
@@ -29,13 +29,15 @@ BODY = json.dumps({"inputs": [{"name": "DELAY_MS", "shape": [1, 1], "datatype": 
                                "data": [30]}]}).encode()
 
 
-def config(spot: list[TritonProcess], ondemand: TritonProcess) -> dict[str, Any]:
+def config(spot: list[TritonProcess], ondemand: TritonProcess,
+           spill_at: int | None = None) -> dict[str, Any]:
     def eps(procs: list[TritonProcess]) -> list[dict[str, str]]:
         return [{"http": p.http, "grpc": p.grpc} for p in procs]
 
     return {
         "pools": {
             "spot": {"endpoints": eps(spot), "fallback_pool": "ondemand",
+                     **({"fallback_spill_at": spill_at} if spill_at else {}),
                      "health": {"probe_interval_s": 0.5},
                      "cost": {"capacity": "spot", "price_per_gpu_hour": 4.0,
                               "spot_price_per_gpu_hour": 1.2}},
@@ -49,7 +51,7 @@ def config(spot: list[TritonProcess], ondemand: TritonProcess) -> dict[str, Any]
 
 @pytest.fixture(scope="module")
 def tritons() -> Iterator[list[TritonProcess]]:
-    procs = start_tritons(2, models=("sleeper",))
+    procs = start_tritons(3, models=("sleeper",))
     yield procs
     stop_all(procs)
 
@@ -57,7 +59,7 @@ def tritons() -> Iterator[list[TritonProcess]]:
 @pytest.fixture(scope="module")
 def gw(tritons: list[TritonProcess], tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[GatewayProcess]:
-    proc = start_gateway(config(tritons[:1], tritons[1]), tmp_path_factory.mktemp("spot"))
+    proc = start_gateway(config(tritons[:1], tritons[2]), tmp_path_factory.mktemp("spot"))
     yield proc
     proc.stop()
 
@@ -117,7 +119,7 @@ def cost_requests(gw: GatewayProcess, pool: str) -> float:
 
 def test_preempted_spot_pool_loses_no_request(gw: GatewayProcess,
                                               tritons: list[TritonProcess]) -> None:
-    spot, ondemand = tritons
+    spot, _, ondemand = tritons
     with Load(gw.url + "/v2/models/sleeper/infer") as load:
         wait_for(lambda: load.count() >= 40, 20, "traffic on the spot pool")
         assert cost_requests(gw, "ondemand") == 0
@@ -139,3 +141,27 @@ def test_preempted_spot_pool_loses_no_request(gw: GatewayProcess,
     # Some requests were in flight across the preemption (and still got their 200).
     assert any(start < preempted < end for start, end, _ in load.results)
     assert "config generation 2 applied" in gw.log()
+
+
+@pytest.fixture(scope="module")
+def spill_gw(tritons: list[TritonProcess], tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[GatewayProcess]:
+    """A spot pool left with one endpoint (the second Triton; the first is the one the test
+    above preempts) in front of the on-demand one, spilling past 2 outstanding."""
+    proc = start_gateway(config(tritons[1:2], tritons[2], spill_at=2),
+                         tmp_path_factory.mktemp("spot-spill"))
+    yield proc
+    proc.stop()
+
+
+def test_a_short_spot_pool_spills_onto_the_fallback(spill_gw: GatewayProcess) -> None:
+    """One spot endpoint left (the other was reclaimed) and six clients: past 2 outstanding
+    on it, requests go to the on-demand pool; nothing is lost."""
+    with Load(spill_gw.url + "/v2/models/sleeper/infer", threads=6) as load:
+        wait_for(lambda: load.count() >= 120, 30, "traffic")
+    bad = [r for r in load.results if r[2] != 200]
+    assert not bad, f"{len(bad)} of {len(load.results)} requests failed: {bad[:5]}"
+    wait_for(lambda: cost_requests(spill_gw, "spot") + cost_requests(spill_gw, "ondemand")
+             == len(load.results), 5, "every request accounted")
+    spot, ondemand = cost_requests(spill_gw, "spot"), cost_requests(spill_gw, "ondemand")
+    assert spot > 0 and ondemand > 0, (spot, ondemand)
