@@ -27,14 +27,15 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from autoscaler.actuators.base import Actuator, ReadyCounter
 from autoscaler.collector import Collector
 from autoscaler.errors import ActuatorError, SignalError
 from autoscaler.metrics import AutoscalerMetrics
-from autoscaler.policy import Decision, ScalerSpec, ScalerState, decide
+from autoscaler.policy import Decision, Floor, ScalerSpec, ScalerState, decide
+from autoscaler.policy.fallback import LossState, fallback_floor, track_loss
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,8 @@ class Controller:
         self.pools = {pool: PoolStatus(deque(maxlen=history)) for pool in specs}
         self._wake = {pool: asyncio.Event() for pool in specs}
         self.signal_errors: list[SignalError] = []
+        # Replicas each pool with a fallback pool lost to interruptions (spot reclaims).
+        self.losses: dict[str, LossState] = {}
 
     # ---------------------------------------------------------------- the loops
 
@@ -162,7 +165,11 @@ class Controller:
         except ActuatorError as exc:
             return self._failed(pool, now, exc, leader)
         obs = self.collector.observe(pool, now, current, ready)
+        floors = self._fallback_floors(pool)
+        if floors:
+            obs = replace(obs, floors=obs.floors + floors)
         decision, status.state = decide(self.specs[pool], obs, status.state, now)
+        self._track_loss(pool, ready, decision.desired)
         acted, error = False, None
         if leader and decision.desired != current:
             try:
@@ -177,6 +184,30 @@ class Controller:
             log.info("%s: %d -> %d (%s)", pool, current, decision.desired, decision.reason)
         return record
 
+    def _track_loss(self, pool: str, ready: int, desired: int) -> None:
+        """For a pool with a fallback: count replicas lost without a decision; a new loss
+        wakes the fallback's loop at once."""
+        fallback = self.specs[pool].fallback_pool
+        if fallback is None or fallback not in self.pools:
+            return
+        before = self.losses.get(pool, LossState(ready, desired))
+        after = self.losses[pool] = track_loss(before, ready, desired)
+        if after.lost > before.lost:
+            log.warning("%s: %d replica(s) lost without a decision (interruption); surging "
+                        "fallback pool %s", pool, after.lost - before.lost, fallback)
+            self._wake[fallback].set()
+
+    def _fallback_floors(self, pool: str) -> tuple[Floor, ...]:
+        """Floors on ``pool`` for the replicas the pools it backs have lost."""
+        floors = []
+        for spot, loss in self.losses.items():
+            spec = self.specs[spot]
+            if spec.fallback_pool == pool and loss.lost > 0:
+                n = fallback_floor(loss.lost, spec.gpus_per_replica,
+                                   self.specs[pool].gpus_per_replica)
+                floors.append(Floor(n, f"{spot} lost {loss.lost} replica(s)"))
+        return tuple(floors)
+
     def _record(self, pool: str, now: float, current: int, ready: int, d: Decision,
                 activated: bool, acted: bool, leader: bool,
                 error: str | None) -> DecisionRecord:
@@ -188,7 +219,8 @@ class Controller:
         status.last = record
         self.metrics.decision(pool, desired=d.desired, current=current, ready=ready,
                               demand=self.collector.demand(pool, now), dominant=d.dominant,
-                              clipped_by=d.clipped_by, valid=d.valid)
+                              clipped_by=d.clipped_by, valid=d.valid,
+                              gpus_per_replica=self.specs[pool].gpus_per_replica)
         return record
 
     def _count_error(self, pool: str, exc: ActuatorError) -> None:
@@ -218,6 +250,7 @@ class Controller:
                 "current": last.current if last else None,
                 "ready": last.ready if last else None,
                 "desired": last.desired if last else None,
+                "gpus_per_replica": self.specs[pool].gpus_per_replica,
                 "reason": last.reason if last else "no decision yet",
                 "dominant": last.dominant if last else None,
                 "activations": s.activations, "errors": s.errors,

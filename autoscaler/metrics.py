@@ -11,6 +11,7 @@ metric                                              type     meaning
 ``servegate_autoscaler_desired_replicas{pool}``     gauge    the decision
 ``servegate_autoscaler_current_replicas{pool}``     gauge    the pool's size (starting included)
 ``servegate_autoscaler_ready_replicas{pool}``       gauge    replicas serving
+``servegate_autoscaler_desired_gpus{pool}``         gauge    desired x GPUs per replica
 ``servegate_autoscaler_demand{pool}``               gauge    in-flight + queued requests
                                                              (stable-window average)
 ``servegate_autoscaler_decision_info{pool,...}``    gauge    1, labels ``dominant`` (what set
@@ -44,6 +45,10 @@ class AutoscalerMetrics:
                              registry=r)
         self.ready = Gauge("servegate_autoscaler_ready_replicas", "Replicas serving",
                            ["pool"], registry=r)
+        self.desired_gpus = Gauge("servegate_autoscaler_desired_gpus",
+                                  "GPUs the decision amounts to: desired replicas x GPUs per "
+                                  "replica (a fraction for MIG or time slicing)", ["pool"],
+                                  registry=r)
         self.demand = Gauge("servegate_autoscaler_demand",
                             "In-flight plus queued requests (stable-window average)", ["pool"],
                             registry=r)
@@ -60,8 +65,10 @@ class AutoscalerMetrics:
         self._info_labels: dict[str, tuple[str, ...]] = {}
 
     def decision(self, pool: str, *, desired: int, current: int, ready: int, demand: float,
-                 dominant: str, clipped_by: tuple[str, ...], valid: bool) -> None:
+                 dominant: str, clipped_by: tuple[str, ...], valid: bool,
+                 gpus_per_replica: float = 1.0) -> None:
         self.desired.labels(pool).set(desired)
+        self.desired_gpus.labels(pool).set(desired * gpus_per_replica)
         self.current.labels(pool).set(current)
         self.ready.labels(pool).set(ready)
         self.demand.labels(pool).set(demand)

@@ -18,11 +18,18 @@ def _rate(cfg: RateLimitConfig | None) -> RateLimit | None:
     return None if cfg is None else RateLimit(cfg.period_s, cfg.pods, cfg.percent)
 
 
-def spec_from_config(cfg: PoolAutoscalingConfig, p99_window_s: float = 10.0) -> ScalerSpec:
+def spec_from_config(cfg: PoolAutoscalingConfig, p99_window_s: float = 10.0,
+                     gpus_per_replica: float = 1.0, fallback_pool: str | None = None
+                     ) -> ScalerSpec:
+    """The policy spec of one pool; capacity targets given ``per_gpu`` are scaled to what one
+    replica holds (``gpus_per_replica``, from the pool's ``cost``)."""
     t = cfg.targets
+    per = gpus_per_replica if t.per_gpu else 1.0
     return ScalerSpec(
-        targets=Targets(t.concurrency_per_replica, t.rate_per_replica, t.queue_per_replica,
-                        t.gpu_utilization, t.queue_time_s, t.batch_fill),
+        targets=Targets(_scaled(t.concurrency_per_replica, per), _scaled(t.rate_per_replica, per),
+                        _scaled(t.queue_per_replica, per), t.gpu_utilization, t.queue_time_s,
+                        t.batch_fill),
+        gpus_per_replica=gpus_per_replica, fallback_pool=fallback_pool,
         min_replicas=cfg.min_replicas, max_replicas=cfg.max_replicas,
         p99_slo_s=cfg.p99_slo_s, max_slo_boost=cfg.max_slo_boost, p99_window_s=p99_window_s,
         tolerance=cfg.tolerance, stable_window_s=cfg.stable_window_s,
@@ -35,12 +42,17 @@ def spec_from_config(cfg: PoolAutoscalingConfig, p99_window_s: float = 10.0) -> 
                         for s in cfg.schedules))
 
 
+def _scaled(target: float | None, factor: float) -> float | None:
+    return None if target is None else target * factor
+
+
 def pool_specs(config: Config) -> dict[str, ScalerSpec]:
     """One spec per pool the ``autoscaling`` section lists (none without the section)."""
     if config.autoscaling is None:
         return {}
     window = config.autoscaling.signals.p99_window_s
-    return {pool: spec_from_config(cfg, window)
+    return {pool: spec_from_config(cfg, window, config.pools[pool].cost.gpus,
+                                   config.pools[pool].fallback_pool)
             for pool, cfg in config.autoscaling.pools.items()}
 
 

@@ -18,6 +18,8 @@ defaults are servegate's policy defaults (see the autoscaler's ``policy/decide.p
           min_replicas: 0
           max_replicas: 8
           targets: {rate_per_replica: 120, queue_per_replica: 600}
+          # per_gpu: true in targets: they are per whole GPU, scaled by the pool's
+          # cost.gpus_per_replica (a mig-1g.10gb replica gets 1/7 of each)
           p99_slo_s: 0.5
           scale_to_zero_grace_s: 30
           schedules:
@@ -99,6 +101,9 @@ class TargetsConfig(_Frozen):
     gpu_utilization: Fraction | None = None
     queue_time_s: PositiveFloat | None = None
     batch_fill: Fraction | None = None
+    # The three capacity targets above are per whole GPU: a replica holding a fraction of one
+    # (pools.<pool>.cost: MIG slice, time-sliced share) gets that fraction of each.
+    per_gpu: bool = False
 
 
 class LocalReplicaConfig(_Frozen):
@@ -166,7 +171,7 @@ class PoolAutoscalingConfig(_Frozen):
         if self.scale_down_stabilization_s > self.max_scale_down_stabilization_s:
             raise ValueError("scale_down_stabilization_s must not exceed "
                              "max_scale_down_stabilization_s")
-        if not any(v is not None for v in self.targets.model_dump().values()):
+        if not any(v is not None for v in self.targets.model_dump(exclude={"per_gpu"}).values()):
             raise ValueError("set at least one target under 'targets'")
         over = [s.min_replicas for s in self.schedules if s.min_replicas > self.max_replicas]
         if over:

@@ -11,6 +11,8 @@ its :class:`router.table.RouteTable`. Errors name the file, the key path and the
           - {http: "10.0.0.7:8000", grpc: "10.0.0.7:8001", metrics: "10.0.0.7:8002"}
         timeouts: {connect_s: 1, read_s: 30}
         health: {probe_interval_s: 2, eject_after_failures: 3}
+        cost: {capacity: spot, price_per_gpu_hour: 4.1, spot_price_per_gpu_hour: 1.3}
+        fallback_pool: ondemand     # takes the requests while this pool has no endpoint
     models:                         # which pool serves each model; many models share a pool
       classifier:
         pool: cpu
@@ -29,6 +31,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from contracts.autoscaling import AutoscalingConfig
+from contracts.cost import AccountingConfig, CostConfig
 from contracts.errors import ConfigError
 from contracts.tenancy import AuthConfig, PrioritiesConfig, Priority, SheddingConfig, TenantConfig
 
@@ -153,6 +156,15 @@ class PoolConfig(_Frozen):
     discovery: DiscoveryConfig = DiscoveryConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
     shedding: SheddingConfig = SheddingConfig()
+    cost: CostConfig = CostConfig()  # GPUs per replica and prices (router/cost.py)
+    # A pool serving the same models (typically on-demand) that takes this pool's requests
+    # while this one has no endpoint to offer (e.g. its spot nodes were reclaimed); the
+    # autoscaler surges it for the replicas this pool lost.
+    fallback_pool: str | None = None
+    # Also send a request to the fallback when the endpoint picked here already has this many
+    # requests outstanding and the fallback has a less loaded one (a pool that lost some of its
+    # replicas spills over onto the surged fallback). Unset: only when this pool has nothing.
+    fallback_spill_at: int | None = Field(default=None, ge=1)
 
     @field_validator("endpoints")
     @classmethod
@@ -271,6 +283,16 @@ class Config(_Frozen):
     auth: AuthConfig | None = None  # API keys on the data plane (router/tenancy.py)
     tenants: dict[str, TenantConfig] = Field(default_factory=dict)
     priorities: PrioritiesConfig = PrioritiesConfig()
+    cost: AccountingConfig = AccountingConfig()
+
+    @field_validator("tenants")
+    @classmethod
+    def _tenant_names(cls, value: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
+        bad = sorted(t for t in value if t.startswith("_"))
+        if bad:
+            raise ValueError(f"tenant names starting with '_' are reserved for cost "
+                             f"accounting (_idle, _shadow, _anonymous): {bad}")
+        return value
 
     @field_validator("models")
     @classmethod
@@ -300,6 +322,19 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
                 elif var.pool is None and variant_pool(cfg, name, var) is None:
                     problems.append((f"models.{name}.split.variants.{vname}",
                                      f"no pool serves model {var.model!r}; set 'pool'"))
+    for name, pool in cfg.pools.items():
+        fb = pool.fallback_pool
+        if fb is None:
+            if pool.fallback_spill_at is not None:
+                problems.append((f"pools.{name}.fallback_spill_at", "needs a fallback_pool"))
+            continue
+        if fb not in cfg.pools:
+            problems.append((f"pools.{name}.fallback_pool", f"unknown pool {fb!r}"))
+        elif fb == name:
+            problems.append((f"pools.{name}.fallback_pool", "a pool cannot be its own fallback"))
+        elif cfg.pools[fb].fallback_pool is not None:
+            problems.append((f"pools.{name}.fallback_pool",
+                             f"pool {fb!r} has a fallback of its own (one hop only)"))
     if cfg.auth is not None and cfg.auth.enabled and not cfg.tenants:
         problems.append(("auth", "API keys are on but no tenants are configured"))
     if cfg.autoscaling is not None:

@@ -55,6 +55,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.auth import KeyRing, KeysError, load_keys
 from gateway.pipeline.coldstart import ColdStart
+from gateway.pipeline.cost import CostMeter
 from gateway.pipeline.proxy import Proxy
 from gateway.pipeline.quota import Quotas
 from gateway.pipeline.runtime import Runtime
@@ -74,6 +75,9 @@ class Gateway:
         self.proxy = Proxy(self.runtime, self.upstream)
         self.metrics = GatewayMetrics(self.runtime, lambda: self.proxy.in_flight)
         self.proxy.metrics = self.metrics
+        self.cost = CostMeter(self.runtime, self.metrics.registry,
+                              replicas=lambda: self.quotas.replicas)
+        self.proxy.cost = self.cost
         self.activator = Activator(self.upstream, settings.autoscaler_url, settings.redis_url)
         self.coldstart = ColdStart(self.runtime, self.metrics, self.activator)
         self.proxy.coldstart = self.coldstart
@@ -224,7 +228,7 @@ async def serve(settings: GatewaySettings) -> None:
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
     check_supported(gw.runtime)
-    gw.control.admin = create_admin_app(gw.traffic, settings.admin_token)
+    gw.control.admin = create_admin_app(gw.traffic, settings.admin_token, gw.cost)
     try:
         await gw.traffic.resync()
     except StateStoreError as exc:
@@ -268,7 +272,8 @@ async def serve(settings: GatewaySettings) -> None:
              asyncio.create_task(TrafficSync(gw.traffic).run(), name="traffic"),
              asyncio.create_task(gw.discovery.run(), name="discovery"),
              asyncio.create_task(gw.quotas.run(), name="quotas"),
-             asyncio.create_task(gw.sweep(), name="sweep")]
+             asyncio.create_task(gw.sweep(), name="sweep"),
+             asyncio.create_task(gw.cost.run(), name="cost")]
     if settings.redis_url:  # the autoscaler reads every replica's counters from Redis
         publisher = Publisher(settings.redis_url, _replica_id(settings), gw.metrics, gw.runtime)
         tasks.append(asyncio.create_task(publisher.run(), name="publisher"))

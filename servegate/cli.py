@@ -1,4 +1,5 @@
-"""The ``servegate`` command: ``gateway``, ``demo``, ``check-config``, ``autoscaler``, ``simulate``.
+"""The ``servegate`` command: ``gateway``, ``demo``, ``check-config``, ``cost``, ``autoscaler``,
+``simulate``.
 
 Where it sits: the entry point (``[project.scripts]``), and the only module that imports both
 ``gateway`` and ``autoscaler``; each process is built by its own package. Each subcommand
@@ -71,6 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
 
+    cost = sub.add_parser("cost", help="print what each pool, model and tenant cost, from a "
+                                       "running gateway's GET /admin/cost")
+    cost.add_argument("--since", default="1h", help="window: 90s, 15m, 1h, 1d (default 1h)")
+    cost.add_argument("--by", choices=("model", "tenant", "pool"), default=None,
+                      help="sum rows by one label (default: one row per pool, model, tenant)")
+    cost.add_argument("--url", default="http://127.0.0.1:8000", help="the gateway's REST URL")
+    cost.add_argument("--token", default=None,
+                      help="admin token (default: $SERVEGATE_ADMIN_TOKEN)")
+    cost.add_argument("--token-file", type=Path, default=None, help="file holding the token")
+    cost.add_argument("--json", action="store_true", help="print the report's JSON instead")
+
     from autoscaler.cli import add_subcommands  # the one place wiring both packages
 
     add_subcommands(sub)
@@ -119,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         return run_autoscaler_command(args)
     if args.command == "hash-key":
         return _hash_key()
+    if args.command == "cost":
+        from servegate.cost import run_cost
+
+        token = args.token or _admin_token(args.token_file)
+        return run_cost(args.url, args.since, args.by, token, args.json)
     try:
         if args.command == "gateway":
             from gateway.server import run

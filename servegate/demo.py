@@ -47,7 +47,9 @@ def demo_config(main: list[TritonProcess], canary: TritonProcess, shadow: Triton
     def pool(procs: list[TritonProcess]) -> dict[str, Any]:
         return {"endpoints": [{"http": p.http, "grpc": p.grpc, "metrics": p.metrics}
                               for p in procs],
-                "health": {"probe_interval_s": 1.0}}
+                "health": {"probe_interval_s": 1.0},
+                # Illustrative: the demo runs on CPU, priced as if each server were one GPU.
+                "cost": {"gpus_per_replica": 1, "price_per_gpu_hour": 2.5}}
 
     return {
         "pools": {
@@ -134,6 +136,8 @@ servegate demo is up: gateway {base}, gRPC {s.host}:{s.grpc_port}
 
   # admin API (token in {token_path})
   curl -s {admin} {base}/admin/routes
+  curl -s {admin} '{base}/admin/cost?window=1h'     # cost per pool, model and tenant
+  SERVEGATE_ADMIN_TOKEN=$(cat {token_path}) servegate cost --url {base} --by model
   curl -s {admin} -X PUT {base}/admin/models/classifier/weights \\
       -H 'content-type: application/json' -d '{{"weights": {{"stable": 50, "canary": 50}}}}'
   curl -s {admin} -X POST {base}/admin/models/classifier/rollout \\

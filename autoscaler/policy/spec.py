@@ -115,6 +115,10 @@ class ScalerSpec:
     max_scale_down_stabilization_s: float = 300.0
     scale_to_zero_grace_s: float = 30.0
     schedules: tuple[ScheduleWindow, ...] = ()
+    # GPUs one replica holds (a fraction for MIG or time slicing): what a replica costs.
+    gpus_per_replica: float = 1.0
+    # The pool surged for the replicas this one loses to interruptions (policy/fallback.py).
+    fallback_pool: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,6 +153,29 @@ PANELS: list[dict[str, Any]] = [
           f"(rate(servegate_shadow_comparisons_total{{{MODEL}}}[{RI}]))",
           "{{model}} / {{variant}}"),
     ], unit="percentunit", description="Share of shadow answers that agreed with the primary."),
+    row("Cost (per pool, model and tenant)"),
+    timeseries("Cost per hour", [
+        q(f"3600 * sum by (model, tenant) (rate(servegate_cost_dollars_total{{{POOL}, "
+          f'model=~"$model|_idle"}}[{RI}]))', "{{model}} / {{tenant}}"),
+    ], unit="currencyUSD", description="Dollars per hour charged to each model and tenant: "
+                                       "backend busy time plus a share of the pool's idle time "
+                                       "by demand, at the pool's price per GPU-hour (spot or "
+                                       "on-demand). _idle / _idle: idle capacity nobody used.",
+        stacking={"mode": "normal"}),
+    timeseries("GPU-seconds per 1,000 inferences", [
+        q(f"1000 * sum by (model, tenant) (rate(servegate_cost_gpu_seconds_total{{{MODEL}, "
+          f"{POOL.removeprefix(NS + ', ')}}}[{RI}])) / sum by (model, tenant) "
+          f"(rate(servegate_cost_requests_total{{{MODEL}, {POOL.removeprefix(NS + ', ')}}}"
+          f"[{RI}]))", "{{model}} / {{tenant}}"),
+    ], unit="s", description="What 1,000 answered inferences cost in GPU time (idle share "
+                             "included); multiply by the price per GPU-hour / 3600 for money."),
+    timeseries("Idle share of provisioned GPU time", [
+        q(f"sum by (pool) (rate(servegate_cost_idle_gpu_seconds_total{{{POOL}}}[{RI}])) / "
+          f"sum by (pool) (rate(servegate_pool_gpu_seconds_total{{{POOL}}}[{RI}]))",
+          "{{pool}}"),
+    ], unit="percentunit", description="Idle over provisioned GPU-seconds per pool (ready "
+                                       "replicas x GPUs per replica; MIG and time-sliced "
+                                       "replicas count as their fraction)."),
 ]
 
 
@@ -187,7 +210,7 @@ def dashboard() -> dict[str, Any]:
         "title": "servegate",
         "uid": "servegate",
         "description": "servegate gateway and autoscaler: traffic, latency, cold starts, "
-                       "replicas, GPU utilization, splits and shadow agreement",
+                       "replicas, GPU utilization, splits, shadow agreement and cost",
         "tags": ["servegate", "triton", "inference"],
         "editable": True,
         "graphTooltip": 1,

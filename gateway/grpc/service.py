@@ -39,6 +39,7 @@ from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext as Context
 from tritonclient.grpc import service_pb2 as pb
 
+from contracts.cost import ANONYMOUS
 from gateway import __version__
 from gateway.errors import (
     PayloadTooLarge,
@@ -221,7 +222,8 @@ class GrpcFront:
                     method, request, metadata, timeout, clients)
 
             response, ep = await self.proxy.call(route, _grpc_endpoints, send,
-                                                 ColdWait(context.time_remaining))
+                                                 ColdWait(context.time_remaining),
+                                                 charge=(tenant or ANONYMOUS) if infer else None)
         except Exception as exc:
             if not_ready is not None and isinstance(exc, UnknownModel | NoEndpoint | Unavailable):
                 return not_ready

@@ -22,7 +22,8 @@ included, are relayed as bytes in the order each backend stream delivers them.
   delivered their last response. Cancellation and the client's deadline reach every backend
   stream (the deadline as the backend call's timeout; streams get no ``read_s`` limit).
 - Each backend stream counts as one outstanding request on its endpoint while open, and is
-  observed once when it ends (protocol ``grpc_stream``, latency = stream lifetime).
+  observed once when it ends (protocol ``grpc_stream``, latency = stream lifetime); its cost
+  is charged then too: the lifetime as backend time, its requests as inferences.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class StreamFront(Protocol):
 class _Backend:
     """One backend stream: its endpoint, the call, and how it ended."""
 
-    __slots__ = ("call", "code", "endpoint", "error", "model", "started")
+    __slots__ = ("call", "code", "endpoint", "error", "model", "sent", "started")
 
     def __init__(self, model: str, endpoint: Endpoint, call: Any) -> None:
         self.model = model
@@ -81,6 +82,7 @@ class _Backend:
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.CANCELLED  # until the pump sees the end
         self.error: GatewayError | None = None
+        self.sent = 0  # requests written to it (charged at the end, see _close)
 
 
 class StreamRelay:
@@ -132,6 +134,7 @@ class StreamRelay:
             return
         try:
             await backend.call.write(raw)
+            backend.sent += 1
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             raise await self._ended(backend) from None
 
@@ -153,7 +156,7 @@ class StreamRelay:
                 continue
             break
         backend = self.backends[route.pool] = _Backend(route.model, ep, call)
-        ep.outstanding += 1
+        ep.begin(time.monotonic())
         proxy.in_flight[route.model] = proxy.in_flight.get(route.model, 0) + 1
         tasks.create_task(self._pump(backend))
         return backend
@@ -201,12 +204,18 @@ class StreamRelay:
     def _close(self, backend: _Backend) -> None:
         if not backend.call.done():
             backend.call.cancel()
-        backend.endpoint.outstanding -= 1
+        backend.endpoint.end(time.monotonic())
+        lifetime = time.perf_counter() - backend.started
+        cost = self.front.proxy.cost
+        if cost is not None and backend.sent:  # the stream held its endpoint all along
+            slot = cost.slot(backend.endpoint.pool, backend.model, self.tenant)
+            slot.busy_s += lifetime
+            slot.requests += backend.sent
         in_flight = self.front.proxy.in_flight
         in_flight[backend.model] -= 1
         self.front.metrics.observe(
             backend.model, backend.endpoint.address, "grpc_stream", http_status(backend.code),
-            time.perf_counter() - backend.started)
+            lifetime)
 
 
 def first_error(exc: BaseException) -> BaseException:

@@ -13,6 +13,7 @@ error JSON and status map as the data plane (:mod:`gateway.http.errors`).
     POST /admin/models/{m}/rollout   {"canary": "canary", "steps": [5, 25, 100], ...}
     GET  /admin/models/{m}/rollout
     POST /admin/models/{m}/rollout/abort | /rollout/promote
+    GET  /admin/cost?window=1h                      cost per pool, model and tenant (JSON)
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from gateway.traffic.rollouts import rollout_spec
 from pydantic import BaseModel, ConfigDict
 
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unsupported
 from gateway.http.errors import error_response
+from gateway.pipeline.cost import MAX_WINDOW_S, CostMeter
 from gateway.traffic.manager import TrafficManager
-from gateway.traffic.rollouts import rollout_spec
 from router import RouterError
+from router.cost import parse_window
 
 
 class _Body(BaseModel):
@@ -51,7 +54,8 @@ def _token(request: Request) -> str | None:
     return request.headers.get("x-servegate-admin-token")
 
 
-def create_admin_app(traffic: TrafficManager, token: str | None) -> FastAPI:
+def create_admin_app(traffic: TrafficManager, token: str | None,
+                     cost: CostMeter | None = None) -> FastAPI:
     app = FastAPI(title="servegate admin", openapi_url="/admin/openapi.json", docs_url=None,
                   redoc_url=None)
     expected = token.encode() if token else None
@@ -121,6 +125,19 @@ def create_admin_app(traffic: TrafficManager, token: str | None) -> FastAPI:
     @app.post("/admin/models/{model}/rollout/promote")
     async def promote(model: str) -> dict[str, Any]:
         return await traffic.stop_rollout(model, "promote")
+
+    @app.get("/admin/cost")
+    async def cost_report(window: str = "1h") -> dict[str, Any]:
+        """Requests, GPU-seconds, dollars, cost per 1,000 inferences and idle share per
+        (pool, model, tenant) over the last ``window`` (s, m, h, d; at most 1d), to the
+        minute (the current minute counts in full)."""
+        if cost is None:
+            raise Unsupported("cost accounting is not running in this process")
+        try:
+            seconds = parse_window(window, MAX_WINDOW_S)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return cost.report(seconds, window)
 
     return app
 

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from contracts import is_version
+from contracts.cost import ANONYMOUS, SHADOW_TENANT
 from gateway.adapters.upstream import HOP_BY_HOP, Headers, UpstreamResponse
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from gateway.http.asgi import ClientGone, Scope, header, read_body, respond
@@ -136,14 +137,16 @@ class GatewayApp:
             if ticket is not None and ticket.level and infer:
                 body, headers = self._with_priority(model, body, headers, ticket.level)
             if route.split is not None:
-                await self._split_call(scope, send, route, action, headers, body, start)
+                await self._split_call(scope, send, route, action, headers, body, start,
+                                       (tenant or ANONYMOUS) if infer else None)
                 return
             target = path.encode()
             if scope["query_string"]:
                 target += b"?" + scope["query_string"]
             cold = ColdWait(lambda: request_budget(scope, body))
             response, ep = await self.proxy.forward(
-                route, method.encode(), target, headers, body, cold)
+                route, method.encode(), target, headers, body, cold,
+                (tenant or ANONYMOUS) if infer else None)
         except ClientGone:
             raise
         except Exception as exc:
@@ -183,8 +186,10 @@ class GatewayApp:
         return rewritten
 
     async def _split_call(self, scope: Scope, send: Any, route: Route, action: str,
-                          headers: Headers, body: bytes, start: float) -> None:
-        """A call to a split model: the chosen variant answers, a shadow may get a copy."""
+                          headers: Headers, body: bytes, start: float,
+                          charge: str | None = None) -> None:
+        """A call to a split model: the chosen variant answers, a shadow may get a copy
+        (charged to the shadow target as tenant ``_shadow``, never to the caller)."""
         def get(name: str) -> str | None:
             raw = header(scope, name.encode())
             return raw.decode("latin-1") if raw is not None else None
@@ -206,7 +211,7 @@ class GatewayApp:
 
             async def send_shadow() -> UpstreamResponse:
                 response, _ = await self.proxy.forward(shadow_route, method, shadow_path,
-                                                       headers, body)
+                                                       headers, body, charge=SHADOW_TENANT)
                 return response
 
             mirror = self.traffic.mirror.start(route.model, shadow.variant.name,
@@ -216,7 +221,7 @@ class GatewayApp:
         try:
             response, ep = await self.proxy.forward(
                 target, method, model_path(target.model, target.version, action), headers, body,
-                cold)
+                cold, charge)
         except Exception as exc:
             if mirror is not None:
                 mirror.set_exception(exc)

@@ -25,7 +25,8 @@ log = logging.getLogger("servegate.health")
 class Endpoint:
     """One Triton server as the data plane sees it (mutable, event-loop confined)."""
 
-    __slots__ = ("address", "config", "grpc", "health", "host", "outstanding", "pool", "port")
+    __slots__ = ("address", "busy_s", "busy_since", "config", "grpc", "health", "host",
+                 "outstanding", "pool", "port")
 
     def __init__(self, pool: str, config: EndpointConfig) -> None:
         self.pool = pool
@@ -35,6 +36,29 @@ class Endpoint:
         self.grpc = config.grpc
         self.outstanding = 0
         self.health: Health = ADMITTED
+        # Cost accounting: seconds with at least one request outstanding, not yet collected.
+        self.busy_s = 0.0
+        self.busy_since = 0.0
+
+    def begin(self, now: float) -> None:
+        """A request (or a gRPC stream) starts on this endpoint."""
+        if self.outstanding == 0:
+            self.busy_since = now
+        self.outstanding += 1
+
+    def end(self, now: float) -> None:
+        self.outstanding -= 1
+        if self.outstanding == 0:
+            self.busy_s += now - self.busy_since
+
+    def take_busy(self, now: float) -> float:
+        """Busy seconds since the last call (the accounting tick), including a busy spell
+        still running."""
+        if self.outstanding > 0:
+            self.busy_s += now - self.busy_since
+            self.busy_since = now
+        busy, self.busy_s = self.busy_s, 0.0
+        return busy
 
     @property
     def admitted(self) -> bool:

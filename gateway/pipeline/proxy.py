@@ -4,9 +4,13 @@ Where it sits: the REST and gRPC fronts have already read the model name and the
 :meth:`Proxy.call` looks up the route's pool, picks an endpoint (power of two choices on
 outstanding requests), runs the front's ``send`` on it and returns its result unchanged;
 :meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
-when the request provably never left (a connect failure); every transport failure is reported
-to the endpoint's health state, so repeated failures eject it. A gRPC stream holds one endpoint
-for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed` directly.
+when the request provably never left (a connect failure), and goes to the pool's fallback
+pool (``fallback_pool``, e.g. on-demand behind spot) when its own pool has no endpoint to
+offer, before waiting for a cold start; every transport failure is reported to the
+endpoint's health state, so repeated failures eject it. An answered inference adds its
+backend time to the charged tenant's cost accumulator (:mod:`gateway.pipeline.cost`). A gRPC stream
+holds one endpoint for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed`
+directly.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart, ColdWait
+from gateway.pipeline.cost import CostMeter
 from gateway.pipeline.pools import Endpoint, Pool
 from gateway.pipeline.runtime import Runtime
 from router import NoEndpoint, Route, pick_endpoint
@@ -40,6 +45,7 @@ class Proxy:
         self._clock = clock
         self.in_flight: dict[str, int] = {}
         self.coldstart: ColdStart | None = None  # set by the wiring
+        self.cost: CostMeter | None = None  # set by the wiring
 
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""
@@ -47,7 +53,7 @@ class Proxy:
 
     async def forward(
         self, route: Route, method: bytes, target: bytes, headers: Headers, body: bytes,
-        cold: ColdWait | None = None,
+        cold: ColdWait | None = None, charge: str | None = None,
     ) -> tuple[UpstreamResponse, Endpoint]:
         def send(ep: Endpoint) -> Awaitable[UpstreamResponse]:
             return self.upstream.request(
@@ -56,12 +62,12 @@ class Proxy:
 
         health = self.runtime.state.pools[route.pool].config.health
         return await self.call(route, _all_endpoints, send, cold,
-                               _unhealthy_status if health.eject_on_5xx else None)
+                               _unhealthy_status if health.eject_on_5xx else None, charge)
 
     async def call(
         self, route: Route, endpoints_of: Callable[[Pool], Sequence[Endpoint]],
         send: Callable[[Endpoint], Awaitable[T]], cold: ColdWait | None = None,
-        unhealthy: Callable[[T], str] | None = None,
+        unhealthy: Callable[[T], str] | None = None, charge: str | None = None,
     ) -> tuple[T, Endpoint]:
         """``send`` on an endpoint picked from ``endpoints_of(pool)`` of the route's pool.
 
@@ -70,8 +76,12 @@ class Proxy:
         no admitted endpoint and buffers cold starts, the call waits for one (``cold`` carries
         the request's budget in and the time waited out). ``unhealthy(result)``, when given,
         names a reason when an answer counts as an endpoint failure (it is still returned).
+        ``charge`` names the tenant charged with the answered request's backend time (``None``:
+        not an inference, nobody is charged).
         """
         model = route.model
+        clock = self._clock
+        cost = self.cost.slot(route.pool, model, charge) if charge and self.cost else None
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         tried: list[Endpoint] = []
         pool = self.runtime.state.pools[route.pool]
@@ -80,9 +90,17 @@ class Proxy:
                 try:
                     ep = self.pick(pool, endpoints_of(pool), tried)
                 except (NoEndpoint, Unavailable):
+                    fallback = self._fallback(pool) if pool.name == route.pool else None
+                    if fallback is not None:  # e.g. spot capacity reclaimed: on-demand serves
+                        pool = fallback
+                        tried.clear()
+                        if cost is not None and self.cost is not None:
+                            cost = self.cost.slot(pool.name, model, charge)
+                        continue
                     # Nothing ready (or everything refused, e.g. replicas going away): a pool
                     # that buffers cold starts holds the request until an endpoint is ready.
-                    if self.coldstart is None or not pool.config.cold_start.enabled:
+                    home = self.runtime.state.pools[route.pool]
+                    if self.coldstart is None or not home.config.cold_start.enabled:
                         raise
                     cold = cold or ColdWait()
                     budget = cold.budget_s()
@@ -91,8 +109,16 @@ class Proxy:
                     cold.waited_s += await self.coldstart.wait(route.pool, budget)
                     pool = self.runtime.state.pools[route.pool]  # discovery may have swapped it
                     tried.clear()
+                    if cost is not None and self.cost is not None:
+                        cost = self.cost.slot(pool.name, model, charge)
                     continue
-                ep.outstanding += 1
+                spill = pool.config.fallback_spill_at
+                if spill is not None and ep.outstanding >= spill and pool.name == route.pool:
+                    ep, pool = self._spill(ep, pool, endpoints_of)
+                    if cost is not None and self.cost is not None:
+                        cost = self.cost.slot(pool.name, model, charge)
+                sent = clock()
+                ep.begin(sent)
                 try:
                     result = await send(ep)
                 except UpstreamError as exc:
@@ -105,7 +131,11 @@ class Proxy:
                     ep.trial_unsettled()  # cancelled, or an answer that is no transport verdict
                     raise
                 finally:
-                    ep.outstanding -= 1
+                    done = clock()
+                    ep.end(done)
+                if cost is not None:  # what this request is charged for (gateway.pipeline.cost)
+                    cost.busy_s += done - sent
+                    cost.requests += 1
                 if unhealthy is not None and (why := unhealthy(result)):
                     self.answered_unhealthy(ep, why)
                 else:
@@ -113,6 +143,27 @@ class Proxy:
                 return result, ep
         finally:
             self.in_flight[model] -= 1
+
+    def _fallback(self, pool: Pool) -> Pool | None:
+        """The pool that takes ``pool``'s requests while it has nothing to offer, if any."""
+        name = pool.config.fallback_pool
+        if name is None:
+            return None
+        return self.runtime.state.pools.get(name)
+
+    def _spill(self, ep: Endpoint, pool: Pool, endpoints_of: Callable[[Pool], Sequence[Endpoint]]
+               ) -> tuple[Endpoint, Pool]:
+        """``ep`` is busy past the pool's ``fallback_spill_at``: an admitted, less loaded
+        endpoint of the fallback pool instead, if there is one."""
+        fallback = self._fallback(pool)
+        if fallback is None:
+            return ep, pool
+        alt = pick_endpoint(endpoints_of(fallback), self._rng, (), self._clock())
+        if alt is None or not alt.admitted or alt.outstanding >= ep.outstanding:
+            return ep, pool
+        if not ep.admitted:
+            ep.trial_unsettled()  # it was picked as a half-open trial: let another one be
+        return alt, fallback
 
     def pick(self, pool: Pool, endpoints: Sequence[Endpoint],
              tried: Collection[Endpoint] = ()) -> Endpoint:

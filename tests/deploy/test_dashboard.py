@@ -37,6 +37,7 @@ def exported_series() -> dict[str, str]:
     in gateway/ and autoscaler/: ``Counter("x")`` -> ``x_total``, histograms -> ``_bucket`` ...
     """
     series: dict[str, str] = {}
+    contract = contract_names()
     for root in ("gateway", "autoscaler"):
         for path in (REPO / root).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -45,6 +46,8 @@ def exported_series() -> dict[str, str]:
                 func = node.func
                 name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
                 first = node.args[0]
+                if isinstance(first, ast.Attribute) and first.attr in contract:
+                    first = ast.Constant(contract[first.attr])  # names.X from contracts/metrics
                 if name in METRIC_CLASSES and isinstance(first, ast.Constant) \
                         and isinstance(first.value, str):
                     kind = METRIC_CLASSES[name]
@@ -52,6 +55,14 @@ def exported_series() -> dict[str, str]:
                     for suffix in SUFFIXES[kind]:
                         series[base + suffix] = f"{path.relative_to(REPO)} ({kind})"
     return series
+
+
+def contract_names() -> dict[str, str]:
+    """The metric-name constants of contracts/metrics.py (``REQUESTS = "servegate_requests"``)."""
+    tree = ast.parse((REPO / "contracts" / "metrics.py").read_text())
+    return {node.targets[0].id: node.value.value for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
 
 
 def consumed_names() -> set[str]:

@@ -165,6 +165,14 @@ seccompProfile:
 {{- with $p.timeouts }}{{ $_ := set $entry "timeouts" . }}{{ end -}}
 {{- with $p.cold_start }}{{ $_ := set $entry "cold_start" . }}{{ end -}}
 {{- with $p.shedding }}{{ $_ := set $entry "shedding" . }}{{ end -}}
+{{- $_ := set $entry "cost" (include "servegate.pool.cost" $p | fromJson) -}}
+{{- with $p.fallback_pool }}
+{{- if not (hasKey $pools .) }}
+{{- fail (printf "pools.%s.fallback_pool: unknown pool %q (pools: %s)" $name . (keys $pools | sortAlpha | join ", ")) }}
+{{- end }}
+{{- $_ := set $entry "fallback_pool" . }}
+{{- end -}}
+{{- with $p.fallback_spill_at }}{{ $_ := set $entry "fallback_spill_at" . }}{{ end -}}
 {{- $_ := set $cfgPools $name $entry -}}
 {{- $as := deepCopy (default (dict) $p.autoscaling) -}}
 {{- /* the Deployment the kubernetes actuator (scaling.mode=direct) scales */ -}}
@@ -216,4 +224,41 @@ seccompProfile:
 {{- define "servegate.actuator" -}}
 {{- $m := .Values.scaling.mode -}}
 {{- if eq $m "direct" }}kubernetes{{ else }}{{ $m }}{{ end -}}
+{{- end -}}
+
+{{/*
+servegate config pools.<pool>.cost from a merged pool: prices and capacity type from its
+`cost`, GPUs per replica from `gpu` (a MIG profile is its fraction of a GPU) unless
+cost.gpus_per_replica says (time-sliced GPUs; a CPU-only pool, gpu.count 0, counts 1 per replica).
+*/}}
+{{- define "servegate.pool.cost" -}}
+{{- $c := deepCopy (default (dict) .cost) -}}
+{{- if not (hasKey $c "gpus_per_replica") -}}
+{{- $count := int .gpu.count -}}
+{{- if eq $count 0 -}}
+{{- $_ := set $c "gpus_per_replica" 1 -}}
+{{- else if or (eq .gpu.resource "nvidia.com/gpu") (regexMatch "^nvidia\\.com/mig-[1-7]g\\.[0-9]+gb$" .gpu.resource) -}}
+{{- $_ := set $c "gpu_resource" .gpu.resource -}}
+{{- $_ := set $c "gpus_per_resource" $count -}}
+{{- else -}}
+{{- $_ := set $c "gpus_per_replica" $count -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $c -}}
+{{- end -}}
+
+{{/* Node placement for a pool's capacity type (spot or on_demand), under the pool's own. */}}
+{{- define "servegate.pool.placement" -}}
+{{- $root := index . 0 -}}
+{{- $p := index . 1 -}}
+{{- $capacity := (default (dict) $p.cost).capacity | default "on_demand" -}}
+{{- $place := deepCopy (default (dict) (index (default (dict) $root.Values.capacityPlacement) $capacity)) -}}
+{{- $out := dict -}}
+{{- $sel := merge (deepCopy (default (dict) $p.nodeSelector)) (default (dict) $place.nodeSelector) -}}
+{{- if $sel }}{{ $_ := set $out "nodeSelector" $sel }}{{ end -}}
+{{- $tol := concat (default (list) $p.tolerations) (default (list) $place.tolerations) -}}
+{{- if $tol }}{{ $_ := set $out "tolerations" $tol }}{{ end -}}
+{{- $aff := $p.affinity | default $place.affinity -}}
+{{- if $aff }}{{ $_ := set $out "affinity" $aff }}{{ end -}}
+{{- toJson $out -}}
 {{- end -}}
