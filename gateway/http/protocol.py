@@ -1,4 +1,4 @@
-"""uvicorn's httptools HTTP/1.1 protocol with two changes at the socket, below the ASGI app.
+"""uvicorn's httptools HTTP/1.1 protocol with three changes at the socket, below the ASGI app.
 
 Where it sits: between the listening socket and :class:`gateway.http.app.GatewayApp`; passed
 to uvicorn as ``http=`` by :func:`gateway.server.serve` (built by :func:`v2_protocol`).
@@ -20,6 +20,13 @@ to uvicorn as ``http=`` by :func:`gateway.server.serve` (built by :func:`v2_prot
   answered by uvicorn itself, in ``text/plain``; here the same 400 (and connection close)
   carries ``{"error": ...}`` like every other gateway error.
 
+- **One write per response.** uvicorn writes a response's head when the app starts it and the
+  body when the app sends it: two ``send`` syscalls (and often two TCP segments) for every
+  small answer, the largest single cost a profile of the gateway showed. Here each request's
+  cycle writes through a :class:`_Corked` transport that holds the head back and sends it with
+  the first body chunk (a body that never comes - a HEAD answer - is flushed when the response
+  completes).
+
 Both answers come from :func:`gateway.http.errors.error_response`, the one place statuses are
 chosen.
 """
@@ -27,6 +34,7 @@ chosen.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from http import HTTPStatus
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -35,6 +43,52 @@ from gateway.errors import BadRequest, GatewayError, RequestTimeout
 from gateway.http.errors import error_response
 
 DEFAULT_TIMEOUT_S = 30.0
+_JOIN_MAX = 64 * 1024  # above this a body goes with its head as two buffers, not one copy
+
+
+class _Corked:
+    """The transport as one response's cycle sees it: its first write (the head) is held and
+    goes out with the next one; everything else is the real transport's."""
+
+    __slots__ = ("_done", "_held", "_started", "transport")
+
+    def __init__(self, transport: asyncio.Transport, done: Callable[[], None]) -> None:
+        self.transport = transport
+        self._done = done  # the cycle's own "response complete" callback
+        self._held: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if len(data) <= _JOIN_MAX:
+                self.transport.write(held + data)
+            else:
+                self.transport.writelines((held, data))
+        elif self._started:
+            self.transport.write(data)
+        else:
+            self._started = True
+            self._held = data
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self.transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def finish(self) -> None:
+        """The response is complete: a head with no body written (HEAD) goes out now."""
+        self.flush()
+        self._done()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.transport, name)
 
 
 class V2HttpToolsProtocol(HttpToolsProtocol):
@@ -62,6 +116,10 @@ class V2HttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_body = True
         super().on_headers_complete()
+        cycle = self.cycle
+        corked = _Corked(self.transport, cycle.on_response)
+        cycle.transport = corked  # type: ignore[assignment]
+        cycle.on_response = corked.finish
 
     def on_message_complete(self) -> None:
         self._started = None
