@@ -11,6 +11,11 @@ its :class:`router.table.RouteTable`. Errors name the file, the key path and the
           - {http: "10.0.0.7:8000", grpc: "10.0.0.7:8001", metrics: "10.0.0.7:8002"}
         timeouts: {connect_s: 1, read_s: 30}
         health: {probe_interval_s: 2, eject_after_failures: 3}
+      zoo:                          # a model-managed pool: Triton in explicit model-control mode
+        endpoints: ["10.0.0.9:8000"]
+        model_control: explicit     # the gateway loads models on demand, places and evicts them
+        capacity: {models: 4}       # per endpoint
+        residency: {idle_grace_s: 300, min_residency_s: 30}
     models:                         # which pool serves each model; many models share a pool
       classifier:
         pool: cpu
@@ -146,6 +151,37 @@ class ColdStartConfig(_Frozen):
     probe_interval_s: PositiveFloat = 0.1
 
 
+class CapacityConfig(_Frozen):
+    """How many models one endpoint of a model-managed pool holds at once."""
+
+    models: int = Field(ge=1)
+
+
+class ResidencyConfig(_Frozen):
+    """Load on demand, placement and eviction in a model-managed pool (all times in seconds).
+
+    A model no endpoint holds is loaded on its first call (the call waits at most
+    ``max_wait_s`` and its own deadline, ``max_queue`` calls per model); a model unused for
+    ``idle_grace_s`` is unloaded; a model is never unloaded to make room before it has been
+    resident ``min_residency_s`` (so two hot models cannot thrash one slot); a model gets one
+    more endpoint per ``rate_per_replica`` requests/s (None: one endpoint per model).
+    """
+
+    idle_grace_s: PositiveFloat = 300.0
+    min_residency_s: float = Field(default=30.0, ge=0)
+    load_timeout_s: PositiveFloat = 120.0
+    max_wait_s: PositiveFloat = 60.0
+    max_queue: int = Field(default=1000, ge=0)
+    rate_per_replica: PositiveFloat | None = None
+    # After a failed load, calls are answered at once for this long (doubling per failure).
+    retry_backoff_s: PositiveFloat = 1.0
+    max_retry_backoff_s: PositiveFloat = 30.0
+    # How often each endpoint's repository index is read (what it holds), and how often the
+    # leader revisits placement.
+    index_interval_s: PositiveFloat = 2.0
+    tick_s: PositiveFloat = 1.0
+
+
 class PoolConfig(_Frozen):
     endpoints: list[EndpointConfig] = Field(default_factory=list)
     timeouts: TimeoutConfig = TimeoutConfig()
@@ -153,6 +189,28 @@ class PoolConfig(_Frozen):
     discovery: DiscoveryConfig = DiscoveryConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
     shedding: SheddingConfig = SheddingConfig()
+    # "explicit": the endpoints run Triton in explicit model-control mode and the gateway
+    # loads, places and unloads this pool's models (router/residency.py); needs ``capacity``.
+    model_control: Literal["none", "explicit"] = "none"
+    capacity: CapacityConfig | None = None
+    residency: ResidencyConfig = ResidencyConfig()
+
+    @model_validator(mode="after")
+    def _managed(self) -> PoolConfig:
+        if self.model_control == "explicit" and self.capacity is None:
+            raise ValueError("model_control: explicit needs 'capacity' (e.g. {models: 4}: "
+                             "how many models one endpoint holds at once)")
+        if self.model_control != "explicit":
+            extra = [k for k in ("capacity", "residency") if k in self.model_fields_set]
+            if extra:
+                raise ValueError(f"{' and '.join(extra)} apply only to pools with "
+                                 "model_control: explicit")
+        return self
+
+    @property
+    def managed(self) -> bool:
+        """The gateway decides which endpoint holds which model (explicit model control)."""
+        return self.model_control == "explicit"
 
     @field_validator("endpoints")
     @classmethod

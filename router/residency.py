@@ -1,0 +1,147 @@
+"""Placement and eviction of models in a model-managed pool: pure decisions, no I/O, no clock.
+
+Where it sits: the gateway's :mod:`gateway.residency` builds a :class:`FleetView` (what each
+endpoint holds or is loading, when each model was last called, its request rate, which models
+have calls in flight) and asks:
+
+- :func:`place_load` on a call for a model no endpoint holds: which endpoint loads it, and
+  which model (if any) that endpoint unloads first to make room;
+- :func:`plan` on the leader's tick: unload models idle past the grace, give hot models more
+  endpoints, take extra endpoints back from models that cooled down.
+
+Rules, in the order they apply:
+
+1. a slot is free when an endpoint holds (or is loading) fewer models than its capacity;
+2. a model may be evicted only when it has no call in flight and has been resident at least
+   ``min_residency_s`` (so two hot models cannot take one slot from each other in turns);
+   among those, a spare replica of a model held elsewhere goes first, then the least
+   recently used;
+3. a model unused for ``idle_grace_s`` is unloaded everywhere;
+4. a model wants ``ceil(rate / rate_per_replica)`` endpoints (at least one, at most all); an
+   extra replica is loaded only into a free slot (never by evicting), and one replica is taken
+   back when the rate has fallen below what one fewer would carry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from router.config import ResidencyConfig
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """What the pool holds and how its models are used, at ``now`` (seconds, one clock)."""
+
+    endpoints: tuple[str, ...]  # admitted endpoints, in a stable order
+    capacity: int  # models per endpoint
+    held: Mapping[str, Mapping[str, float]]  # endpoint -> {model: resident since}
+    loading: Mapping[str, frozenset[str]] = field(default_factory=dict)  # endpoint -> models
+    last_used: Mapping[str, float] = field(default_factory=dict)  # model -> last call
+    rate: Mapping[str, float] = field(default_factory=dict)  # model -> requests/s
+    busy: frozenset[str] = frozenset()  # models with calls in flight (or waiting for a load)
+
+    def models_on(self, endpoint: str) -> set[str]:
+        return set(self.held.get(endpoint, {})) | set(self.loading.get(endpoint, ()))
+
+    def holders(self, model: str) -> list[str]:
+        return [e for e in self.endpoints if model in self.models_on(e)]
+
+
+@dataclass(frozen=True)
+class Load:
+    endpoint: str
+    model: str
+    evict: str | None = None  # unloaded from ``endpoint`` first, to make room
+
+
+@dataclass(frozen=True)
+class Unload:
+    endpoint: str
+    model: str
+    reason: str  # "idle" | "spare" | "evicted"
+
+
+@dataclass(frozen=True)
+class NoRoom:
+    """No endpoint can take the model now; ``reason`` says why (for the caller's 503)."""
+
+    reason: str
+
+
+def evictable(view: FleetView, endpoint: str, model: str, spec: ResidencyConfig,
+              now: float) -> bool:
+    since = view.held.get(endpoint, {}).get(model)
+    return (since is not None and model not in view.busy
+            and now - since >= spec.min_residency_s)
+
+
+def _victim(view: FleetView, endpoint: str, spec: ResidencyConfig,
+            now: float) -> str | None:
+    """The model ``endpoint`` unloads to make room: a spare replica first, then the LRU."""
+    candidates = [m for m in view.held.get(endpoint, {})
+                  if evictable(view, endpoint, m, spec, now)]
+    if not candidates:
+        return None
+    return min(candidates, key=lambda m: (len(view.holders(m)) <= 1,
+                                          view.last_used.get(m, 0.0), m))
+
+
+def place_load(model: str, view: FleetView, spec: ResidencyConfig,
+               now: float) -> Load | NoRoom:
+    """Where to load ``model`` (held nowhere): a free slot on the emptiest endpoint, else the
+    endpoint whose best victim was used least recently."""
+    if not view.endpoints:
+        return NoRoom("no admitted endpoint")
+    targets = [e for e in view.endpoints if model not in view.models_on(e)]
+    free = [e for e in targets if len(view.models_on(e)) < view.capacity]
+    if free:
+        return Load(min(free, key=lambda e: (len(view.models_on(e)), view.endpoints.index(e))),
+                    model)
+    victims = [(e, v) for e in targets if (v := _victim(view, e, spec, now)) is not None]
+    if not victims:
+        return NoRoom(f"every endpoint holds {view.capacity} model(s) in use or loaded less "
+                      f"than {spec.min_residency_s:g}s ago")
+    endpoint, victim = min(victims, key=lambda ev: (len(view.holders(ev[1])) <= 1,
+                                                    view.last_used.get(ev[1], 0.0)))
+    return Load(endpoint, model, evict=victim)
+
+
+def wanted_replicas(model: str, view: FleetView, spec: ResidencyConfig) -> int:
+    """How many endpoints ``model`` should be on for its request rate (at least one)."""
+    if spec.rate_per_replica is None or not view.endpoints:
+        return 1
+    want = math.ceil(view.rate.get(model, 0.0) / spec.rate_per_replica)
+    return max(1, min(want, len(view.endpoints)))
+
+
+def plan(view: FleetView, spec: ResidencyConfig, now: float) -> list[Load | Unload]:
+    """The leader's periodic decisions: idle unloads, then replica changes for hot models."""
+    actions: list[Load | Unload] = []
+    models = sorted({m for e in view.endpoints for m in view.held.get(e, {})})
+    for model in models:
+        idle_for = now - view.last_used.get(model, -math.inf)
+        holders = [e for e in view.endpoints if model in view.held.get(e, {})]
+        if idle_for >= spec.idle_grace_s:
+            actions += [Unload(e, model, "idle") for e in holders
+                        if evictable(view, e, model, spec, now)]
+            continue
+        want = wanted_replicas(model, view, spec)
+        have = len(view.holders(model))
+        if want > have:
+            actions += _grow(model, view, want - have)
+        elif have > 1 and want < have and holders:
+            spare = [e for e in holders if evictable(view, e, model, spec, now)]
+            if spare and len(holders) > 1:
+                actions.append(Unload(spare[-1], model, "spare"))
+    return actions
+
+
+def _grow(model: str, view: FleetView, more: int) -> list[Load | Unload]:
+    """Extra replicas of ``model`` in free slots only (a hot model never evicts for a spare)."""
+    free = sorted((e for e in view.endpoints
+                   if model not in view.models_on(e) and len(view.models_on(e)) < view.capacity),
+                  key=lambda e: (len(view.models_on(e)), view.endpoints.index(e)))
+    return [Load(e, model) for e in free[:more]]
