@@ -6,7 +6,9 @@ outstanding requests), runs the front's ``send`` on it and returns its result un
 :meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
 when the request provably never left (a connect failure); every transport failure is reported
 to the endpoint's health state, so repeated failures eject it. A gRPC stream holds one endpoint
-for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed` directly.
+for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed` directly. In a
+model-managed pool the candidates are the endpoints holding the model, and a call for a model
+none holds waits for one load (:mod:`gateway.residency`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.coldstart import ColdStart, ColdWait
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pools import Endpoint, Pool
+from gateway.residency import Residency
 from gateway.runtime import Runtime
 from gateway.upstream import Headers, Upstream, UpstreamResponse
 from router import NoEndpoint, Route, pick_endpoint
@@ -40,6 +43,7 @@ class Proxy:
         self._clock = clock
         self.in_flight: dict[str, int] = {}
         self.coldstart: ColdStart | None = None  # set by the wiring
+        self.residency: Residency | None = None  # set by the wiring (model-managed pools)
 
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""
@@ -77,9 +81,19 @@ class Proxy:
         pool = self.runtime.state.pools[route.pool]
         try:
             while True:
+                endpoints = endpoints_of(pool)
+                if pool.managed and self.residency is not None:  # only those holding the model
+                    endpoints = self.residency.holding(pool, model, endpoints, cold)
                 try:
-                    ep = self.pick(pool, endpoints_of(pool), tried)
+                    ep = self.pick(pool, endpoints, tried)
                 except (NoEndpoint, Unavailable):
+                    if (pool.managed and self.residency is not None and not endpoints
+                            and not tried and pool.admitted_count()):
+                        # No endpoint holds the model: one load, the call waits for it.
+                        cold = cold or ColdWait()
+                        cold.waited_s += await self.residency.wait_loaded(pool, model, cold)
+                        pool = self.runtime.state.pools[route.pool]
+                        continue
                     # Nothing ready (or everything refused, e.g. replicas going away): a pool
                     # that buffers cold starts holds the request until an endpoint is ready.
                     if self.coldstart is None or not pool.config.cold_start.enabled:

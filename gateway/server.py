@@ -53,6 +53,8 @@ from gateway.prober import Prober
 from gateway.proxy import Proxy
 from gateway.publisher import Publisher
 from gateway.quota import Quotas
+from gateway.residency import Residency
+from gateway.residency_store import MemoryResidencyStore, RedisResidencyStore
 from gateway.runtime import Runtime
 from gateway.settings import GatewaySettings
 from gateway.shadow import ShadowMirror
@@ -75,6 +77,7 @@ class Gateway:
         self.activator = Activator(self.upstream, settings.autoscaler_url, settings.redis_url)
         self.coldstart = ColdStart(self.runtime, self.metrics, self.activator)
         self.proxy.coldstart = self.coldstart
+        self.residency = _residency(self, settings)
         self.metrics.queued = self.coldstart.queued
         self.discovery = Discovery(self.runtime, self.upstream, self.coldstart.notify)
         self.ready = False
@@ -266,7 +269,8 @@ async def serve(settings: GatewaySettings) -> None:
              asyncio.create_task(gw.traffic.run(), name="traffic"),
              asyncio.create_task(gw.discovery.run(), name="discovery"),
              asyncio.create_task(gw.quotas.run(), name="quotas"),
-             asyncio.create_task(gw.sweep(), name="sweep")]
+             asyncio.create_task(gw.sweep(), name="sweep"),
+             asyncio.create_task(gw.residency.run(), name="residency")]
     if settings.redis_url:  # the autoscaler reads every replica's counters from Redis
         publisher = Publisher(settings.redis_url, _replica_id(settings), gw.metrics, gw.runtime)
         tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
@@ -290,6 +294,7 @@ async def serve(settings: GatewaySettings) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await gw.mirror.aclose()
         await gw.activator.aclose()
+        await gw.residency.aclose()
         await gw.store.aclose()
         await gw.upstream.aclose()
         await gw.grpc_channels.aclose()
@@ -320,6 +325,17 @@ async def _stop_grpc(grpc_server: grpc.aio.Server, stopping: asyncio.Event,
     """Once stopping: refuse new calls, let running ones finish within the grace left."""
     await stopping.wait()
     await grpc_server.stop(grace_s())
+
+
+def _residency(gw: Gateway, settings: GatewaySettings) -> Residency:
+    """Model-managed pools: holdings, loads on demand, placement (gateway/residency.py)."""
+    store = (RedisResidencyStore(settings.redis_url, _replica_id(settings))
+             if settings.redis_url else MemoryResidencyStore())
+    residency = Residency(gw.runtime, gw.upstream, gw.coldstart, gw.metrics.registry,
+                          lambda: gw.proxy.in_flight, store)
+    gw.proxy.residency = residency
+    gw.runtime.model_state = residency.index_state
+    return residency
 
 
 def _store(settings: GatewaySettings) -> StateStore:

@@ -139,6 +139,9 @@ def start_zoo_triton(repository: Path, workdir: Path, timeout: float = 60.0,
         f"--backend-directory={backends}", f"--http-port={http}", f"--grpc-port={grpc}",
         f"--metrics-port={metrics}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
         "--log-verbose=0", "--exit-on-error=false",
+        # Ready means "serving": with strict readiness Triton answers /v2/health/ready with 400
+        # while any model loads, and the gateway's prober would eject the endpoint.
+        "--strict-readiness=false",
         # Python-backend shared memory regions are named by this prefix: unique per server, or
         # two servers on one machine would share (and corrupt) each other's regions.
         f"--backend-config=python,shm-region-prefix-name=servegate_zoo_{os.getpid()}_{http}_",

@@ -167,7 +167,7 @@ class GrpcFront:
     async def repository_index(self, request: pb.RepositoryIndexRequest,
                                context: Context) -> pb.RepositoryIndexResponse:
         _, _, tenant = await self._caller_or_abort(context)
-        entries = self.proxy.runtime.state.model_index(request.ready, tenant)
+        entries = self.proxy.runtime.model_index(request.ready, tenant)
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries])
 
