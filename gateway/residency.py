@@ -269,13 +269,17 @@ class Residency:
         raise LoadFailed(f"endpoint {address} left pool '{pool.name}'")
 
     async def refresh(self, pool: Pool) -> None:
-        """Read every endpoint's repository index; what is READY there is held."""
+        """Read every endpoint's repository index; what is READY there is held. Only the
+        models routed to this pool count: one loaded by someone else (another pool sharing the
+        servers, an operator) is neither counted against the capacity nor ever unloaded."""
         started = self._clock()
         results = await asyncio.gather(*(self._index(pool, ep) for ep in pool.endpoints))
         held = self._held.setdefault(pool.name, {})
-        for ep, ready in zip(pool.endpoints, results, strict=True):
-            if ready is None:
+        ours = {r.model for r in self.runtime.state.table.routes() if r.pool == pool.name}
+        for ep, found in zip(pool.endpoints, results, strict=True):
+            if found is None:
                 continue  # unreachable: health decides; keep what we knew
+            ready = found & ours
             before = held.get(ep.address, {})
             now = {m: before.get(m, started) for m in ready
                    if self._unloaded.get((pool.name, ep.address, m), -1.0) < started}

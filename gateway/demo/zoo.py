@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway.demo.launch import TritonProcess, free_port, triton_env
 
@@ -170,3 +171,37 @@ def start_zoo_triton(repository: Path, workdir: Path, timeout: float = 60.0,
         time.sleep(0.1)
     tp.stop()
     raise RuntimeError("zoo Triton failed to start:\n" + "".join(tp.log[-60:]))
+
+
+def start_zoo_servers(workdir: Path, servers: int = 2, models: int = 30,
+                      prefix: str = "zoo") -> list[TritonProcess]:
+    """``servers`` explicit-mode Tritons sharing one repository of ``models`` zoo models;
+    all or nothing (the ones started are stopped if another fails)."""
+    repo = write_zoo(workdir / "repository", zoo_names(models, prefix))
+    started: list[TritonProcess] = []
+    try:
+        for i in range(servers):
+            started.append(start_zoo_triton(repo, workdir / f"server-{i}"))
+    except BaseException:
+        for tp in started:
+            tp.stop()
+        raise
+    return started
+
+
+def add_zoo_pool(config: dict[str, Any], servers: Sequence[TritonProcess], models: int = 30,
+                 per_endpoint: int = 4, prefix: str = "zoo", pool: str = "zoo",
+                 **residency: Any) -> dict[str, Any]:
+    """Add a model-managed pool ``pool`` of ``servers`` serving ``models`` zoo models (at most
+    ``per_endpoint`` loaded on each) to a gateway config dict; returns the config."""
+    config.setdefault("pools", {})[pool] = {
+        "endpoints": [{"http": s.http, "grpc": s.grpc, "metrics": s.metrics} for s in servers],
+        "health": {"probe_interval_s": 1.0},
+        "model_control": "explicit",
+        "capacity": {"models": per_endpoint},
+        "residency": {"idle_grace_s": 60, "min_residency_s": 5, **residency},
+    }
+    routes = config.setdefault("models", {})
+    for name in zoo_names(models, prefix):
+        routes[name] = {"pool": pool}
+    return config
