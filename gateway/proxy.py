@@ -79,6 +79,7 @@ class Proxy:
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         tried: list[Endpoint] = []
         pool = self.runtime.state.pools[route.pool]
+        resent = False  # a model-managed pool's endpoint said it lacks the model: sent again
         try:
             while True:
                 endpoints = endpoints_of(pool)
@@ -115,11 +116,17 @@ class Proxy:
                         tried.append(ep)  # never reached the backend: safe to try another
                         continue
                     raise
-                except BaseException:
+                except BaseException as exc:
                     ep.trial_unsettled()  # cancelled, or an answer that is no transport verdict
+                    if pool.managed and not resent and self._model_gone(pool, ep, model, exc):
+                        resent = True
+                        continue
                     raise
                 finally:
                     ep.outstanding -= 1
+                if pool.managed and not resent and self._model_gone(pool, ep, model, result):
+                    resent = True
+                    continue
                 if unhealthy is not None and (why := unhealthy(result)):
                     self.answered_unhealthy(ep, why)
                 else:
@@ -127,6 +134,9 @@ class Proxy:
                 return result, ep
         finally:
             self.in_flight[model] -= 1
+
+    def _model_gone(self, pool: Pool, ep: Endpoint, model: str, outcome: object) -> bool:
+        return self.residency is not None and self.residency.gone(pool, ep, model, outcome)
 
     def pick(self, pool: Pool, endpoints: Sequence[Endpoint],
              tried: Collection[Endpoint] = ()) -> Endpoint:

@@ -38,11 +38,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gateway.coldstart import ColdStart, ColdWait
-from gateway.errors import StateStoreError, Unavailable, UpstreamError
+from gateway.errors import StateStoreError, Unavailable, UpstreamError, UpstreamStatus
 from gateway.pools import Endpoint, Pool
 from gateway.residency_store import Demand, MemoryResidencyStore, ResidencyStore
 from gateway.runtime import Runtime
-from gateway.upstream import Upstream
+from gateway.upstream import Upstream, UpstreamResponse
 from router.config import ResidencyConfig
 from router.residency import FleetView, Load, NoRoom, Unload, place_load, plan
 
@@ -208,6 +208,7 @@ class Residency:
                              f"{_error_text(response.body)}")
         now = self._clock()
         self._held.setdefault(pool.name, {}).setdefault(ep.address, {})[model] = now
+        self._unloaded.pop((pool.name, ep.address, model), None)
         self.metrics.loads.labels(pool.name, "ok").inc()
         self.metrics.load_time.labels(pool.name).observe(now - started)
         log.info("model %s loaded on %s/%s in %.2fs", model, pool.name, ep.address,
@@ -256,6 +257,21 @@ class Residency:
         with contextlib.suppress(StateStoreError):
             await self.store.unlock(name)
 
+    def gone(self, pool: Pool, ep: Endpoint, model: str, outcome: object) -> bool:
+        """True when ``outcome`` (a REST response or a gRPC status error) says ``ep`` does not
+        have ``model`` (unloaded by another gateway, or an unload racing the call): the call
+        never ran, so the proxy sends it again; ``ep`` no longer counts as holding it."""
+        if isinstance(outcome, UpstreamResponse):
+            if outcome.status != 404 or b"unknown model" not in outcome.body:
+                return False
+        elif not (isinstance(outcome, UpstreamStatus) and "unknown model" in outcome.details):
+            return False
+        if self._held.get(pool.name, {}).get(ep.address, {}).pop(model, None) is not None:
+            log.warning("model %s was not on %s/%s as the index said; calling again",
+                        model, pool.name, ep.address)
+        self.metrics.stale.labels(pool.name).inc()
+        return True
+
     # ------------------------------------------------------------------ what endpoints hold
 
     def _holders(self, pool_name: str, model: str) -> list[str]:
@@ -281,8 +297,13 @@ class Residency:
                 continue  # unreachable: health decides; keep what we knew
             ready = found & ours
             before = held.get(ep.address, {})
-            now = {m: before.get(m, started) for m in ready
-                   if self._unloaded.get((pool.name, ep.address, m), -1.0) < started}
+            # Unloaded by this gateway: not held, even while Triton still lists it READY (its
+            # unload is asynchronous); forgotten once the index no longer lists it.
+            unloading = {m for m in ready if (pool.name, ep.address, m) in self._unloaded}
+            for (p, a, m) in list(self._unloaded):
+                if p == pool.name and a == ep.address and m not in found:
+                    del self._unloaded[(p, a, m)]
+            now = {m: before.get(m, started) for m in ready - unloading}
             # loaded here after the index was read: keep
             now.update({m: t for m, t in before.items() if t > started})
             held[ep.address] = now
@@ -291,7 +312,7 @@ class Residency:
             if address not in live:
                 del held[address]
         self._indexed_at[pool.name] = started
-        cutoff = started - 60.0
+        cutoff = started - 600.0  # an unload Triton never finished: trust the index again
         for k, t in list(self._unloaded.items()):
             if t < cutoff:
                 del self._unloaded[k]
@@ -327,6 +348,11 @@ class Residency:
                 rate[model] = rate.get(model, 0.0) + float(values[1])
                 if values[2]:
                     busy.add(model)
+        # A resident model nobody here has called (loaded before this gateway started, or by
+        # another gateway): its idle time counts from when it was first seen resident.
+        for models in self._held.get(name, {}).values():
+            for model, since in models.items():
+                last_used.setdefault(model, since)
         return FleetView(
             endpoints=tuple(e.address for e in pool.endpoints if e.admitted),
             capacity=pool.config.capacity.models if pool.config.capacity else 1,
@@ -471,6 +497,10 @@ class ResidencyMetrics(Collector):
         self.misses = Counter("servegate_model_misses",
                               "Calls to a model-managed pool that started a model load",
                               ["pool"], registry=registry)
+        self.stale = Counter(
+            "servegate_model_stale_routes",
+            "Calls an endpoint answered 'unknown model' though the index said it held the "
+            "model (sent again after a fresh look)", ["pool"], registry=registry)
         self._hits: dict[str, Counter] = {}
         registry.register(self)
 

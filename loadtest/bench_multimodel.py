@@ -121,6 +121,9 @@ def _r(v: float | None) -> float | None:
 def config(servers: list[TritonProcess], managed: list[str], reference: str,
            slots: int, min_residency_s: float, grace_s: float) -> dict[str, Any]:
     endpoints = [{"http": s.http, "grpc": s.grpc} for s in servers]
+    # Two cores load Python-backend models (a process each) while serving: probes may take
+    # seconds; what is measured here is placement, not ejection.
+    health = {"probe_timeout_s": 10, "eject_after_failures": 5}
     models: dict[str, Any] = {m: {"pool": "zoo"} for m in managed}
     models[reference] = {"pool": "plain"}
     return {
@@ -128,8 +131,9 @@ def config(servers: list[TritonProcess], managed: list[str], reference: str,
             "zoo": {"endpoints": endpoints, "model_control": "explicit",
                     "capacity": {"models": slots},
                     "residency": {"idle_grace_s": grace_s, "min_residency_s": min_residency_s,
-                                  "max_wait_s": 120, "max_queue": 10000}},
-            "plain": {"endpoints": endpoints},
+                                  "max_wait_s": 120, "max_queue": 10000},
+                    "health": health},
+            "plain": {"endpoints": endpoints, "health": health},
         },
         "models": models,
     }
@@ -140,7 +144,7 @@ async def one(session: aiohttp.ClientSession, url: str, out: list[dict[str, Any]
     start = time.perf_counter()
     try:
         async with session.post(url, data=BODY, headers=HEADERS) as r:
-            await r.read()
+            body = await r.read()
             status, cold = r.status, r.headers.get("x-servegate-cold-start-ms")
     except (aiohttp.ClientError, TimeoutError) as exc:
         status, cold = 0, None
@@ -148,7 +152,9 @@ async def one(session: aiohttp.ClientSession, url: str, out: list[dict[str, Any]
                     "ms": (time.perf_counter() - start) * 1000})
         return
     out.append({"kind": kind, "model": model, "status": status, "cold_ms": cold,
-                "ms": (time.perf_counter() - start) * 1000})
+                "ms": (time.perf_counter() - start) * 1000,
+                **({"error": f"{status} {body[:160].decode(errors='replace')}"}
+                   if status != 200 else {})})
 
 
 async def drive(gw: Gateway, triton: TritonProcess, managed: list[str], reference: str,
@@ -221,8 +227,8 @@ def report(results: list[dict[str, Any]], gw: Gateway, args: argparse.Namespace,
         "evictions_per_minute": round(
             delta("servegate_model_evictions_total", pool="zoo") / minutes, 1),
         "failed_loads": delta("servegate_model_loads_total", pool="zoo", result="failed"),
-        "errors": sorted({r.get("error", str(r["status"])) for r in results
-                          if r["status"] != 200})[:5],
+        "errors": sorted({f'{r["kind"]} {r["model"]}: {r.get("error") or r["status"]}'
+                          for r in results if r["status"] != 200})[:10],
     }
 
 
@@ -262,8 +268,9 @@ def main() -> int:
     finally:
         if gw is not None:
             gw.stop()
-        for s in servers:
+        for i, s in enumerate(servers):
             s.stop()
+            (work / f"triton-{i}.log").write_text("".join(s.log))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
