@@ -4,10 +4,11 @@
 On this machine: two Triton servers in explicit model-control mode over one repository of
 ``--models`` small Python-backend models (gateway/demo/zoo.py), the gateway in front with a
 model-managed pool ``zoo`` (``--slots`` models per endpoint). An open-loop client sends
-``--rate`` requests/s for ``--duration`` seconds, each to a model drawn from a Zipf(``--zipf``)
-popularity (rank 1 hottest). Beside it, at ``--probe-rate`` each, two reference streams: the
-same small infer to a model kept loaded on both servers, (a) routed by the gateway through an
-ordinary pool of the same two servers ("routed") and (b) sent to Triton directly ("direct").
+``--rate`` requests/s for ``--warmup`` + ``--duration`` seconds (only the latter measured),
+each to a model drawn from a Zipf(``--zipf``) popularity (rank 1 hottest). Beside it, at
+``--probe-rate`` each, two reference streams: the same small infer to a model kept loaded on
+both servers, (a) routed by the gateway through an ordinary pool of the same two servers
+("routed") and (b) sent to Triton directly ("direct").
 
 Reports: hit ratio (answered without a load), p50/p99 of hits vs routed vs direct, p50/p99 of
 misses vs the load time Triton took (the gateway's own histogram), loads and evictions per
@@ -158,25 +159,27 @@ async def one(session: aiohttp.ClientSession, url: str, out: list[dict[str, Any]
 
 
 async def drive(gw: Gateway, triton: TritonProcess, managed: list[str], reference: str,
-                args: argparse.Namespace) -> list[dict[str, Any]]:
+                args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
     rng = random.Random(args.seed)
     weights = [1 / (k ** args.zipf) for k in range(1, len(managed) + 1)]
     results: list[dict[str, Any]] = []
     tasks: set[asyncio.Task[None]] = set()
+    marks: list[dict[str, float]] = []  # the gateway's counters when the warm-up ended
     timeout = aiohttp.ClientTimeout(total=180)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector,
                                      skip_auto_headers=("Accept-Encoding",)) as session:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        n_main = int(args.rate * args.duration)
+        n_main = int(args.rate * (args.warmup + args.duration))
         n_probe = int(args.probe_rate * args.duration)
         schedule: list[tuple[float, str, str, str]] = []
         for i in range(n_main):
             model = rng.choices(managed, weights)[0]
-            schedule.append((i / args.rate, f"{gw.url}/v2/models/{model}/infer", model, "zoo"))
+            kind = "warmup" if i / args.rate < args.warmup else "zoo"
+            schedule.append((i / args.rate, f"{gw.url}/v2/models/{model}/infer", model, kind))
         for i in range(n_probe):
-            at = (i + 0.5) / args.probe_rate
+            at = args.warmup + (i + 0.5) / args.probe_rate
             schedule.append((at, f"{gw.url}/v2/models/{reference}/infer", reference, "routed"))
             schedule.append((at + 0.01, f"http://{triton.http}/v2/models/{reference}/infer",
                              reference, "direct"))
@@ -185,11 +188,24 @@ async def drive(gw: Gateway, triton: TritonProcess, managed: list[str], referenc
             delay = t0 + at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if kind == "zoo" and not marks:
+                marks.append(await loop.run_in_executor(None, snapshot, gw))
             task = asyncio.create_task(one(session, url, results, model, kind))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
-    return results
+    return results, (marks[0] if marks else {})
+
+
+_COUNTERS = (("servegate_model_loads_total", {"pool": "zoo", "result": "ok"}),
+             ("servegate_model_loads_total", {"pool": "zoo", "result": "failed"}),
+             ("servegate_model_load_duration_seconds_sum", {"pool": "zoo"}),
+             ("servegate_model_load_duration_seconds_count", {"pool": "zoo"}),
+             ("servegate_model_evictions_total", {"pool": "zoo"}))
+
+
+def snapshot(gw: Gateway) -> dict[str, float]:
+    return {name + json.dumps(labels): gw.metric(name, **labels) for name, labels in _COUNTERS}
 
 
 def report(results: list[dict[str, Any]], gw: Gateway, args: argparse.Namespace,
@@ -208,11 +224,10 @@ def report(results: list[dict[str, Any]], gw: Gateway, args: argparse.Namespace,
     minutes = args.duration / 60
     return {
         "settings": {k: getattr(args, k) for k in ("models", "slots", "zipf", "rate",
-                                                   "duration", "probe_rate",
+                                                   "warmup", "duration", "probe_rate",
                                                    "min_residency_s", "grace_s", "seed")},
         "requests": len(zoo),
-        "lost": len(zoo) - len(ok) + sum(1 for r in results
-                                         if r["kind"] != "zoo" and r["status"] != 200),
+        "lost": sum(1 for r in results if r["status"] != 200),  # warm-up included
         "distinct_models_called": len({r["model"] for r in zoo}),
         "hit_ratio": round(len(hits) / len(ok), 4) if ok else None,
         "hits": summary(hits),
@@ -238,7 +253,9 @@ def main() -> int:
     ap.add_argument("--slots", type=int, default=10, help="models per endpoint")
     ap.add_argument("--zipf", type=float, default=1.1)
     ap.add_argument("--rate", type=float, default=20.0, help="zoo requests/s (open loop)")
-    ap.add_argument("--duration", type=float, default=60.0, help="seconds")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds measured")
+    ap.add_argument("--warmup", type=float, default=30.0,
+                    help="seconds of the same load first, not measured (slots fill up)")
     ap.add_argument("--probe-rate", type=float, default=5.0,
                     help="requests/s of each reference stream (routed, direct)")
     ap.add_argument("--min-residency-s", type=float, default=5.0)
@@ -260,10 +277,9 @@ def main() -> int:
                      == 200, 60, f"{reference} loaded on {s.http}", every=0.5)
         gw = Gateway(config(servers, managed, reference, args.slots,
                                   args.min_residency_s, args.grace_s), work / "gateway")
-        before: dict[str, float] = {}
         print(f"driving {args.rate:g} req/s over {len(managed)} models, Zipf({args.zipf:g}), "
               f"for {args.duration:g}s ...", flush=True)
-        results = asyncio.run(drive(gw, servers[0], managed, reference, args))
+        results, before = asyncio.run(drive(gw, servers[0], managed, reference, args))
         doc = report(results, gw, args, before)
     finally:
         if gw is not None:

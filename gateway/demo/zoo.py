@@ -126,13 +126,16 @@ def zoo_env() -> dict[str, str]:
 
 
 def start_zoo_triton(repository: Path, workdir: Path, timeout: float = 60.0,
-                     extra_args: Sequence[str] = ()) -> TritonProcess:
-    """``tritonserver --model-control-mode=explicit`` on ``repository``, on free ports; waits
-    (with a deadline) until ``/v2/health/ready`` answers 200. Nothing is loaded."""
+                     extra_args: Sequence[str] = (), ports: tuple[int, int, int] | None = None,
+                     own_session: bool = True) -> TritonProcess:
+    """``tritonserver --model-control-mode=explicit`` on ``repository``, on ``ports`` (HTTP,
+    gRPC, metrics; free ones by default); waits (with a deadline) until
+    ``/v2/health/ready`` answers 200. Nothing is loaded. ``own_session=False`` keeps it in the
+    caller's process group (a worker whose group is signalled stops it too)."""
     import urllib.error
     import urllib.request
 
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = ports or (free_port(), free_port(), free_port())
     backends = backend_dir(workdir / "backends")
     cmd = [
         str(_wheel_dir() / "bin" / "tritonserver"),
@@ -150,7 +153,7 @@ def start_zoo_triton(repository: Path, workdir: Path, timeout: float = 60.0,
         *extra_args,
     ]
     proc = subprocess.Popen(cmd, env=zoo_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=own_session)
     tp = TritonProcess(http, grpc, metrics, proc)
 
     def pump() -> None:
