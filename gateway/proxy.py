@@ -124,13 +124,13 @@ class Proxy:
                     raise
                 finally:
                     ep.outstanding -= 1
-                if pool.managed and not resent and self._model_gone(pool, ep, model, result):
-                    resent = True
-                    continue
                 if unhealthy is not None and (why := unhealthy(result)):
                     self.answered_unhealthy(ep, why)
                 else:
                     ep.succeeded()
+                if pool.managed and not resent and self._model_gone(pool, ep, model, result):
+                    resent = True
+                    continue
                 return result, ep
         finally:
             self.in_flight[model] -= 1
