@@ -201,3 +201,22 @@ def test_two_gateways_sharing_redis_load_once(
     finally:
         for gw in gws:
             gw.stop()
+
+
+def test_grpc_call_loads_on_demand_and_grpc_index_agrees(gateway: GatewayProcess) -> None:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(gateway.grpc)
+    try:
+        before = {m.name: m for m in client.get_model_repository_index().models}
+        assert before["zoo-15"].state == "UNAVAILABLE"
+        assert before["zoo-15"].reason == "not loaded"
+        x = grpcclient.InferInput("INPUT", [1, 16], "FP32")
+        x.set_data_from_numpy(np.full((1, 16), 0.5, dtype=np.float32))
+        probs = client.infer("zoo-15", [x], client_timeout=120).as_numpy("PROBS")
+        assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1.0) < 1e-4
+        after = {m.name: m for m in client.get_model_repository_index().models}
+        assert after["zoo-15"].state == "READY"
+    finally:
+        client.close()
