@@ -184,8 +184,8 @@ class Residency:
                 raise LoadFailed(f"no room: {decision.reason}")
             await asyncio.sleep(_NO_ROOM_POLL_S)  # a slot frees when a model goes idle
         ep = self._endpoint(pool, decision.endpoint)
-        if decision.evict is not None:
-            await self._unload(pool, ep, decision.evict, "evicted")
+        for victim in decision.evict:
+            await self._unload(pool, ep, victim, "evicted")
         await self.load_on(pool, ep, model, deadline)
 
     async def load_on(self, pool: Pool, ep: Endpoint, model: str, deadline: float) -> None:
@@ -353,9 +353,13 @@ class Residency:
         for models in self._held.get(name, {}).values():
             for model, since in models.items():
                 last_used.setdefault(model, since)
+        cap = pool.config.capacity
         return FleetView(
             endpoints=tuple(e.address for e in pool.endpoints if e.admitted),
-            capacity=pool.config.capacity.models if pool.config.capacity else 1,
+            capacity=cap.models if cap is not None else 1,
+            memory=cap.memory_bytes if cap is not None else None,
+            sizes=cap.model_sizes if cap is not None else {},
+            default_size=(cap.model_bytes or 0.0) if cap is not None else 0.0,
             held={a: dict(m) for a, m in self._held.get(name, {}).items()},
             loading={a: frozenset(m) for a, m in self._loading.get(name, {}).items()},
             last_used=last_used, rate=rate, busy=frozenset(busy))

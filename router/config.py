@@ -14,7 +14,7 @@ its :class:`router.table.RouteTable`. Errors name the file, the key path and the
       zoo:                          # a model-managed pool: Triton in explicit model-control mode
         endpoints: ["10.0.0.9:8000"]
         model_control: explicit     # the gateway loads models on demand, places and evicts them
-        capacity: {models: 4}       # per endpoint
+        capacity: {models: 4}       # per endpoint (and/or memory_bytes + model_bytes)
         residency: {idle_grace_s: 300, min_residency_s: 30}
     models:                         # which pool serves each model; many models share a pool
       classifier:
@@ -152,9 +152,26 @@ class ColdStartConfig(_Frozen):
 
 
 class CapacityConfig(_Frozen):
-    """How many models one endpoint of a model-managed pool holds at once."""
+    """What one endpoint of a model-managed pool holds at once: at most ``models`` models
+    and/or models whose estimated sizes add up to at most ``memory_bytes`` (each model's
+    estimate is ``model_sizes[name]``, else ``model_bytes``)."""
 
-    models: int = Field(ge=1)
+    models: int | None = Field(default=None, ge=1)
+    memory_bytes: float | None = Field(default=None, gt=0)
+    model_bytes: float | None = Field(default=None, gt=0)
+    model_sizes: dict[str, PositiveFloat] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> CapacityConfig:
+        if self.models is None and self.memory_bytes is None:
+            raise ValueError("set 'models' (models per endpoint) and/or 'memory_bytes'")
+        if self.memory_bytes is not None and self.model_bytes is None:
+            raise ValueError("'memory_bytes' needs 'model_bytes': the size estimate of a "
+                             "model not listed in 'model_sizes'")
+        return self
+
+    def size_of(self, model: str) -> float:
+        return self.model_sizes.get(model, self.model_bytes or 0.0)
 
 
 class ResidencyConfig(_Frozen):
@@ -358,6 +375,15 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
                 elif var.pool is None and variant_pool(cfg, name, var) is None:
                     problems.append((f"models.{name}.split.variants.{vname}",
                                      f"no pool serves model {var.model!r}; set 'pool'"))
+    for name, pool in cfg.pools.items():
+        cap = pool.capacity
+        if cap is None or cap.memory_bytes is None:
+            continue
+        too_big = sorted(m for m, r in cfg.models.items()
+                         if r.pool == name and cap.size_of(m) > cap.memory_bytes)
+        if too_big:
+            problems.append((f"pools.{name}.capacity", f"model(s) larger than memory_bytes "
+                                                       f"({cap.memory_bytes:g}): {too_big}"))
     if cfg.auth is not None and cfg.auth.enabled and not cfg.tenants:
         problems.append(("auth", "API keys are on but no tenants are configured"))
     if cfg.autoscaling is not None:

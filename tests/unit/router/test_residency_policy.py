@@ -32,26 +32,47 @@ def test_loading_models_take_slots() -> None:
 def test_full_evicts_least_recently_used_idle_model() -> None:
     v = view({"a": {"m1": 0.0, "m2": 0.0}, "b": {"m3": 0.0, "m4": 0.0}},
              last_used={"m1": 50, "m2": 90, "m3": 30, "m4": 80})
-    assert place_load("new", v, SPEC, now=100) == Load("b", "new", evict="m3")
+    assert place_load("new", v, SPEC, now=100) == Load("b", "new", evict=("m3",))
 
 
 def test_min_residency_prevents_thrash() -> None:
     v = view({"a": {"m1": 95.0, "m2": 95.0}}, last_used={"m1": 0, "m2": 0})
     out = place_load("new", v, SPEC, now=100)
     assert isinstance(out, NoRoom)
-    assert "10s" in out.reason
+    assert "10s ago" in out.reason
 
 
 def test_busy_model_is_never_evicted() -> None:
     v = view({"a": {"m1": 0.0, "m2": 0.0}}, last_used={"m1": 1, "m2": 99},
              busy=frozenset({"m1"}))
-    assert place_load("new", v, SPEC, now=100) == Load("a", "new", evict="m2")
+    assert place_load("new", v, SPEC, now=100) == Load("a", "new", evict=("m2",))
 
 
 def test_spare_replica_goes_before_an_only_copy() -> None:
     v = view({"a": {"hot": 0.0, "solo": 0.0}, "b": {"hot": 0.0, "other": 0.0}},
              last_used={"hot": 99, "solo": 1, "other": 2})
-    assert place_load("new", v, SPEC, now=100) == Load("a", "new", evict="hot")
+    assert place_load("new", v, SPEC, now=100) == Load("a", "new", evict=("hot",))
+
+
+def test_memory_limit_evicts_as_many_as_it_takes() -> None:
+    v = FleetView(endpoints=("a",), capacity=None, memory=10, default_size=2,
+                  sizes={"big": 7}, held={"a": {"s1": 0.0, "s2": 0.0, "s3": 0.0, "s4": 0.0}},
+                  last_used={"s1": 40, "s2": 10, "s3": 30, "s4": 20})
+    assert v.fits("a", "s5") and not v.fits("a", "big")
+    # 8 of 10 bytes used: 7 more needs 5 freed, i.e. the three least recently used
+    assert place_load("big", v, SPEC, now=100) == Load("a", "big", evict=("s2", "s4", "s3"))
+    assert place_load("s5", v, SPEC, now=100) == Load("a", "s5")
+
+
+def test_memory_and_count_limits_together() -> None:
+    v = FleetView(endpoints=("a", "b"), capacity=2, memory=10, default_size=1,
+                  sizes={"big": 9}, held={"a": {"big": 0.0}, "b": {"x": 0.0, "y": 0.0}},
+                  last_used={"big": 99, "x": 10, "y": 20})
+    assert place_load("z", v, SPEC, now=100) == Load("a", "z")  # a: 1 model, 9+1 bytes
+    assert place_load("huge", FleetView(endpoints=("a",), capacity=None, memory=5,
+                                        default_size=6, held={}), SPEC, now=0) == NoRoom(
+        "no endpoint has room for it, counting only models not in use and loaded at least "
+        "10s ago")
 
 
 def test_no_endpoint() -> None:
@@ -116,6 +137,11 @@ def test_managed_pool_parses() -> None:
     ({"model_control": "poll"}, "model_control"),
     ({"model_control": "explicit", "capacity": {"models": 1},
       "residency": {"idle_grace_s": -1}}, "residency.idle_grace_s"),
+    ({"model_control": "explicit", "capacity": {}}, "'models' (models per endpoint) and/or"),
+    ({"model_control": "explicit", "capacity": {"memory_bytes": 1e9}}, "needs 'model_bytes'"),
+    ({"model_control": "explicit", "capacity": {"memory_bytes": 1e9, "model_bytes": 1e8,
+                                                "model_sizes": {"zoo-00": 2e9}}},
+     "pools.zoo.capacity: model(s) larger than memory_bytes (1e+09): ['zoo-00']"),
 ])
 def test_managed_pool_errors(pool: dict[str, Any], needle: str) -> None:
     with pytest.raises(ConfigError) as info:
