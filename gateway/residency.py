@@ -86,6 +86,8 @@ class Residency:
         self._replica_loads: set[asyncio.Task[None]] = set()
         self._failures: dict[tuple[str, str], _Failure] = {}
         self._indexed_at: dict[str, float] = {}
+        # One index read per pool at a time, so an older answer never lands after a newer one.
+        self._refreshing: dict[str, asyncio.Lock] = {}
         self._ticked_at: dict[str, float] = {}
         self.metrics = ResidencyMetrics(registry, self)
 
@@ -184,8 +186,15 @@ class Residency:
                 raise LoadFailed(f"no room: {decision.reason}")
             await asyncio.sleep(_NO_ROOM_POLL_S)  # a slot frees when a model goes idle
         ep = self._endpoint(pool, decision.endpoint)
-        for victim in decision.evict:
-            await self._unload(pool, ep, victim, "evicted")
+        # The slot is taken now, before any await: a concurrent placement must not take it.
+        loading = self._loading.setdefault(pool.name, {}).setdefault(ep.address, set())
+        loading.add(model)
+        try:
+            for victim in decision.evict:
+                await self._unload(pool, ep, victim, "evicted")
+        except BaseException:
+            loading.discard(model)
+            raise
         await self.load_on(pool, ep, model, deadline)
 
     async def load_on(self, pool: Pool, ep: Endpoint, model: str, deadline: float) -> None:
@@ -288,6 +297,10 @@ class Residency:
         """Read every endpoint's repository index; what is READY there is held. Only the
         models routed to this pool count: one loaded by someone else (another pool sharing the
         servers, an operator) is neither counted against the capacity nor ever unloaded."""
+        async with self._refreshing.setdefault(pool.name, asyncio.Lock()):
+            await self._refresh(pool)
+
+    async def _refresh(self, pool: Pool) -> None:
         started = self._clock()
         results = await asyncio.gather(*(self._index(pool, ep) for ep in pool.endpoints))
         held = self._held.setdefault(pool.name, {})
