@@ -12,6 +12,7 @@ with a clear 503 and backs off, and two gateways sharing Redis load a model once
 from __future__ import annotations
 
 import json
+import queue
 import threading
 import urllib.error
 import urllib.request
@@ -218,5 +219,12 @@ def test_grpc_call_loads_on_demand_and_grpc_index_agrees(gateway: GatewayProcess
         assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1.0) < 1e-4
         after = {m.name: m for m in client.get_model_repository_index().models}
         assert after["zoo-15"].state == "READY"
+        # streams hold one backend per pool, which cannot follow models: a clear refusal
+        answers: queue.Queue[Any] = queue.Queue()
+        client.start_stream(callback=lambda result, error: answers.put(error))
+        client.async_stream_infer("zoo-15", [x])
+        error = answers.get(timeout=30)
+        assert error is not None and "model-managed pool 'zoo' is not supported" in str(error)
+        client.stop_stream()
     finally:
         client.close()
