@@ -53,6 +53,9 @@ class ColdWait:
 
     budget_s: Callable[[], float | None] = lambda: None
     waited_s: float = 0.0
+    # In a model-managed pool, may this call load its model? Not a readiness check: it
+    # answers "not ready" instead (a health checker polling every model would load them all).
+    load: bool = True
 
 
 class ColdStart:

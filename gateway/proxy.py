@@ -92,6 +92,9 @@ class Proxy:
                             and not tried and pool.admitted_count()):
                         # No endpoint holds the model: one load, the call waits for it.
                         cold = cold or ColdWait()
+                        if not cold.load:
+                            raise Unavailable(f"model '{model}' is not loaded in pool "
+                                              f"'{pool.name}'") from None
                         cold.waited_s += await self.residency.wait_loaded(pool, model, cold)
                         pool = self.runtime.state.pools[route.pool]
                         continue

@@ -222,7 +222,8 @@ class GrpcFront:
                     method, request, metadata, timeout, clients)
 
             response, ep = await self.proxy.call(route, _grpc_endpoints, send,
-                                                 ColdWait(context.time_remaining))
+                                                 ColdWait(context.time_remaining,
+                                                          load=method != "ModelReady"))
         except Exception as exc:
             if not_ready is not None and isinstance(exc, UnknownModel | NoEndpoint | Unavailable):
                 return not_ready

@@ -178,6 +178,12 @@ def test_failed_load_is_a_clear_503_and_backs_off(gateway: GatewayProcess) -> No
     status, _, body = post(f"{gw.url}/v2/models/zoo-missing/infer", BODY)
     assert status == 503 and "next attempt in" in json.loads(body)["error"]
     assert gw.metric("servegate_model_loads_total", pool="zoo", result="failed") == 1
+    # REST readiness of a model no endpoint holds: not ready, and no load
+    req = urllib.request.Request(f"{gw.url}/v2/models/zoo-29/ready")
+    with pytest.raises(urllib.error.HTTPError) as not_ready:
+        urllib.request.urlopen(req, timeout=10)
+    assert not_ready.value.code == 503 and b"'zoo-29' is not loaded" in not_ready.value.read()
+    assert gw.metric("servegate_model_misses_total", pool="zoo") == 1
     index = json.loads(post(gw.url + "/v2/repository/index")[2])
     entry = next(e for e in index if e["name"] == "zoo-missing")
     assert entry["state"] == "UNAVAILABLE" and "last load failed" in entry["reason"]
@@ -212,6 +218,7 @@ def test_grpc_call_loads_on_demand_and_grpc_index_agrees(gateway: GatewayProcess
     try:
         before = {m.name: m for m in client.get_model_repository_index().models}
         assert before["zoo-15"].state == "UNAVAILABLE"
+        assert not client.is_model_ready("zoo-15")  # a readiness check loads nothing
         assert before["zoo-15"].reason == "not loaded"
         x = grpcclient.InferInput("INPUT", [1, 16], "FP32")
         x.set_data_from_numpy(np.full((1, 16), 0.5, dtype=np.float32))
@@ -219,6 +226,8 @@ def test_grpc_call_loads_on_demand_and_grpc_index_agrees(gateway: GatewayProcess
         assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1.0) < 1e-4
         after = {m.name: m for m in client.get_model_repository_index().models}
         assert after["zoo-15"].state == "READY"
+        assert client.is_model_ready("zoo-15")
+        assert gateway.metric("servegate_model_loads_total", pool="zoo", result="ok") == 1
         # streams hold one backend per pool, which cannot follow models: a clear refusal
         answers: queue.Queue[Any] = queue.Queue()
         client.start_stream(callback=lambda result, error: answers.put(error))
