@@ -204,3 +204,35 @@ async def test_unknown_model_answer_drops_the_holding_and_calls_again() -> None:
     assert response.status == 200 and answers == [404, 200]
     assert triton.count("/m1/load") == 2
     assert res.metrics.stale.labels("zoo")._value.get() == 1
+
+
+async def test_a_placement_takes_its_slot_before_evicting() -> None:
+    proxy, res, triton, clock = make()
+    await infer(proxy, "m1")
+    clock.now += 1
+    await infer(proxy, "m2")
+    clock.now += 20  # both resident past min_residency_s, both idle: both evictable
+    unload_gate = asyncio.Event()
+    original = triton.request
+
+    async def slow_unload(host: str, port: int, method: bytes, target: bytes,
+                          *rest: Any) -> UpstreamResponse:
+        if target.endswith(b"/unload"):
+            await unload_gate.wait()
+        return await original(host, port, method, target, *rest)
+
+    triton.request = slow_unload  # type: ignore[method-assign]
+    first = asyncio.create_task(infer(proxy, "m3"))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    view = res.view(proxy.runtime.state.pools["zoo"])
+    assert view.loading[A] == frozenset({"m3"}) and view.held[A] == {}
+    second = asyncio.create_task(infer(proxy, "gone"))  # must not take m3's slot on A
+    for _ in range(10):
+        await asyncio.sleep(0)
+    unload_gate.set()
+    assert (await first)[0] == A
+    with pytest.raises(Unavailable):
+        await second
+    loads_on_a = [p for a, p in triton.calls if a == A and p.endswith("/load")]
+    assert loads_on_a == ["/v2/repository/models/m1/load", "/v2/repository/models/m3/load"]
