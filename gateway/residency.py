@@ -95,17 +95,19 @@ class Residency:
 
     def holding(self, pool: Pool, model: str, endpoints: Sequence[Endpoint],
                 cold: ColdWait | None) -> list[Endpoint]:
-        """The endpoints of ``endpoints`` that hold ``model``; records the call's demand."""
+        """The endpoints of ``endpoints`` that hold ``model``; records the call's demand (a
+        readiness check is no demand: polling it must not keep a model loaded)."""
         name = pool.name
-        now = self._clock()
-        used = self._last_used.get(name)
-        if used is None:
-            used = self._last_used[name] = {}
-            self._calls[name] = {}
-        calls = self._calls[name]
-        used[model] = now  # again after a wait: a model used right after its load is not idle
-        if cold is None or not cold.waited_s:  # a call counts once, not again after its wait
-            calls[model] = calls.get(model, 0) + 1
+        if cold is None or cold.load:
+            now = self._clock()
+            used = self._last_used.get(name)
+            if used is None:
+                used = self._last_used[name] = {}
+                self._calls[name] = {}
+            calls = self._calls[name]
+            used[model] = now  # again after a wait: used right after its load is not idle
+            if cold is None or not cold.waited_s:  # counted once, not again after its wait
+                calls[model] = calls.get(model, 0) + 1
         held = self._held.get(name)
         if not held:
             return []

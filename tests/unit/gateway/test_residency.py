@@ -236,3 +236,25 @@ async def test_a_placement_takes_its_slot_before_evicting() -> None:
         await second
     loads_on_a = [p for a, p in triton.calls if a == A and p.endswith("/load")]
     assert loads_on_a == ["/v2/repository/models/m1/load", "/v2/repository/models/m3/load"]
+
+
+async def test_readiness_checks_neither_load_nor_keep_a_model() -> None:
+    proxy, res, triton, clock = make()
+
+    async def ready(model: str) -> str:
+        async def send(ep: Endpoint) -> str:
+            return ep.address
+
+        address, _ = await proxy.call(proxy.route(model, ""), lambda p: p.endpoints, send,
+                                      ColdWait(load=False))
+        return address
+
+    with pytest.raises(Unavailable, match="'m1' is not loaded in pool 'zoo'"):
+        await ready("m1")
+    assert triton.count("/load") == 0
+    await infer(proxy, "m1")
+    for _ in range(4):  # polled past the grace: still idle
+        clock.now += 20
+        assert await ready("m1") == A
+    await res.tick(proxy.runtime.state.pools["zoo"])
+    assert triton.held[A] == set()
