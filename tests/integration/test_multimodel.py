@@ -205,6 +205,12 @@ def test_two_gateways_sharing_redis_load_once(
         assert loads == 1
         wait_for(lambda: all("zoo-25" in ready_zoo(gw) for gw in gws), 10,
                  "both gateways see zoo-25 READY")
+        # idle past the grace: the leader alone unloads it, both see it go
+        wait_for(lambda: not any("zoo-25" in ready_zoo(gw) for gw in gws), 30,
+                 "zoo-25 unloaded after the grace")
+        unloads = [gw.metric("servegate_model_unloads_total", pool="zoo", reason="idle")
+                   for gw in gws]
+        assert sorted(unloads) == [0.0, 1.0], unloads
     finally:
         for gw in gws:
             gw.stop()
