@@ -39,12 +39,16 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from adapters.errors import ProcessStartError
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+# Set true on a thread that ends only with the process: children it forks may take the
+# parent-death signal (Linux sends it when the forking thread ends).
+LIVES_WITH_PROCESS = "servegate_lives_with_process"
 
 
 def free_port() -> int:
@@ -75,11 +79,14 @@ def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
 
     The parent's pid is read before the fork: a parent that died between the fork and the
     ``prctl`` call is caught by comparing it with ``getppid()`` afterwards. ``None`` too
-    off the main thread (see the module's docstring).
+    off the main thread (see the module's docstring), unless the calling thread is marked as
+    living as long as the process (its attribute ``LIVES_WITH_PROCESS`` set true, as
+    ``servegate.local.launch``'s event-loop thread is).
     """
     if not sys.platform.startswith("linux"):
         return None
-    if threading.current_thread() is not threading.main_thread():
+    thread = threading.current_thread()
+    if thread is not threading.main_thread() and not getattr(thread, LIVES_WITH_PROCESS, False):
         return None  # it would fire when this thread ends: the child must watch_parent()
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
@@ -124,13 +131,19 @@ class WorkerSpec:
     cwd: str | None = None
     ports: tuple[int, int, int] | None = None  # fixed ports (else free ones, new per attempt)
     echo: Callable[[str], None] | None = None  # each output line, as it comes
+    # Ready when this URL (built from the ports) answers 200, instead of a line on the output
+    # (a binary whose output we do not write: ``ready_line`` may then be "").
+    ready_url: Callable[[tuple[int, int, int]], str] | None = None
+    # False: stay in the caller's process group (a worker stopped as a group stops it too).
+    own_session: bool = True
 
 
 class WorkerProcess:
     """A running worker: its process (own session), ports and the tail of its output."""
 
     def __init__(self, proc: asyncio.subprocess.Process, ports: tuple[int, int, int],
-                 name: str) -> None:
+                 name: str, own_group: bool = True) -> None:
+        self.own_group = own_group
         self.proc = proc
         self.ports = ports
         self.name = name
@@ -142,14 +155,15 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc.returncode is None
 
-    async def pump(self, ready_line: str, echo: Callable[[str], None] | None = None) -> None:
+    async def pump(self, ready_line: str | None,
+                   echo: Callable[[str], None] | None = None) -> None:
         """Read the output until EOF (the pipe must be drained while the worker lives)."""
         assert self.proc.stdout is not None
         try:
             async for raw in self.proc.stdout:
                 line = raw.decode(errors="replace").rstrip("\n")
                 self.log.append(line)
-                if ready_line in line:
+                if ready_line is not None and ready_line in line:
                     self.ready.set()
                 elif echo is not None:
                     echo(line)
@@ -158,7 +172,13 @@ class WorkerProcess:
             self.exited.set()
 
     def signal_group(self, sig: int) -> None:
-        signal_group(self.proc.pid, sig)
+        """``sig`` to the worker's process group, or to the worker alone when it shares its
+        parent's group."""
+        if self.own_group:
+            signal_group(self.proc.pid, sig)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
 
     async def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the group, wait up to ``timeout_s``, then SIGKILL whatever is left."""
@@ -179,14 +199,39 @@ async def _spawn(spec: WorkerSpec, ports: tuple[int, int, int], name: str,
                  env: Mapping[str, str]) -> WorkerProcess:
     proc = await asyncio.create_subprocess_exec(
         *spec.argv(ports), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env=dict(env), cwd=spec.cwd, start_new_session=True, preexec_fn=die_with_parent())
-    return WorkerProcess(proc, ports, name)
+        env=dict(env), cwd=spec.cwd, start_new_session=spec.own_session,
+        preexec_fn=die_with_parent())
+    return WorkerProcess(proc, ports, name, own_group=spec.own_session)
+
+
+async def _poll_ready(url: str, worker: WorkerProcess, every_s: float = 0.1) -> None:
+    """Set ``worker.ready`` once ``GET url`` answers 200 (plain HTTP/1.0 on a fresh connection)
+    while the worker lives."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
+    while worker.alive and not worker.ready.is_set():
+        with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError):
+            async with asyncio.timeout(1.0):
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    writer.write(request)
+                    status = await reader.readline()
+                finally:
+                    writer.close()
+                if status.split(b" ")[1:2] == [b"200"]:
+                    worker.ready.set()
+                    return
+        await asyncio.sleep(every_s)
 
 
 async def _start_once(spec: WorkerSpec, name: str, tg: asyncio.TaskGroup,
                       env: Mapping[str, str]) -> WorkerProcess:
     worker = await _spawn(spec, spec.ports or (free_port(), free_port(), free_port()), name, env)
-    tg.create_task(worker.pump(spec.ready_line, spec.echo), name=f"pump-{name}")
+    tg.create_task(worker.pump(spec.ready_line if spec.ready_url is None else None, spec.echo),
+                   name=f"pump-{name}")
+    if spec.ready_url is not None:
+        tg.create_task(_poll_ready(spec.ready_url(worker.ports), worker), name=f"ready-{name}")
     try:
         async with asyncio.timeout(spec.start_timeout_s):
             ready = asyncio.ensure_future(worker.ready.wait())

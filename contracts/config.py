@@ -13,6 +13,11 @@ its :class:`router.table.RouteTable`. Errors name the file, the key path and the
         health: {probe_interval_s: 2, eject_after_failures: 3}
         cost: {capacity: spot, price_per_gpu_hour: 4.1, spot_price_per_gpu_hour: 1.3}
         fallback_pool: ondemand     # takes the requests while this pool has no endpoint
+      zoo:                          # a model-managed pool: Triton in explicit model-control mode
+        endpoints: ["10.0.0.9:8000"]
+        model_control: explicit     # the gateway loads models on demand, places and evicts them
+        capacity: {models: 4}       # per endpoint (and/or memory_bytes + model_bytes)
+        residency: {idle_grace_s: 300, min_residency_s: 30}
     models:                         # which pool serves each model; many models share a pool
       classifier:
         pool: cpu
@@ -149,6 +154,54 @@ class ColdStartConfig(_Frozen):
     probe_interval_s: PositiveFloat = 0.1
 
 
+class CapacityConfig(_Frozen):
+    """What one endpoint of a model-managed pool holds at once: at most ``models`` models
+    and/or models whose estimated sizes add up to at most ``memory_bytes`` (each model's
+    estimate is ``model_sizes[name]``, else ``model_bytes``)."""
+
+    models: int | None = Field(default=None, ge=1)
+    memory_bytes: float | None = Field(default=None, gt=0)
+    model_bytes: float | None = Field(default=None, gt=0)
+    model_sizes: dict[str, PositiveFloat] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> CapacityConfig:
+        if self.models is None and self.memory_bytes is None:
+            raise ValueError("set 'models' (models per endpoint) and/or 'memory_bytes'")
+        if self.memory_bytes is not None and self.model_bytes is None:
+            raise ValueError("'memory_bytes' needs 'model_bytes': the size estimate of a "
+                             "model not listed in 'model_sizes'")
+        return self
+
+    def size_of(self, model: str) -> float:
+        return self.model_sizes.get(model, self.model_bytes or 0.0)
+
+
+class ResidencyConfig(_Frozen):
+    """Load on demand, placement and eviction in a model-managed pool (all times in seconds).
+
+    A model no endpoint holds is loaded on its first call (the call waits at most
+    ``max_wait_s`` and its own deadline, ``max_queue`` calls per model); a model unused for
+    ``idle_grace_s`` is unloaded; a model is never unloaded to make room before it has been
+    resident ``min_residency_s`` (so two hot models cannot thrash one slot); a model gets one
+    more endpoint per ``rate_per_replica`` requests/s (None: one endpoint per model).
+    """
+
+    idle_grace_s: PositiveFloat = 300.0
+    min_residency_s: float = Field(default=30.0, ge=0)
+    load_timeout_s: PositiveFloat = 120.0
+    max_wait_s: PositiveFloat = 60.0
+    max_queue: int = Field(default=1000, ge=0)
+    rate_per_replica: PositiveFloat | None = None
+    # After a failed load, calls are answered at once for this long (doubling per failure).
+    retry_backoff_s: PositiveFloat = 1.0
+    max_retry_backoff_s: PositiveFloat = 30.0
+    # How often each endpoint's repository index is read (what it holds), and how often the
+    # leader revisits placement.
+    index_interval_s: PositiveFloat = 2.0
+    tick_s: PositiveFloat = 1.0
+
+
 class PoolConfig(_Frozen):
     endpoints: list[EndpointConfig] = Field(default_factory=list)
     timeouts: TimeoutConfig = TimeoutConfig()
@@ -165,6 +218,28 @@ class PoolConfig(_Frozen):
     # requests outstanding and the fallback has a less loaded one (a pool that lost some of its
     # replicas spills over onto the surged fallback). Unset: only when this pool has nothing.
     fallback_spill_at: int | None = Field(default=None, ge=1)
+    # "explicit": the endpoints run Triton in explicit model-control mode and the gateway
+    # loads, places and unloads this pool's models (router/residency.py); needs ``capacity``.
+    model_control: Literal["none", "explicit"] = "none"
+    capacity: CapacityConfig | None = None
+    residency: ResidencyConfig = ResidencyConfig()
+
+    @model_validator(mode="after")
+    def _managed(self) -> PoolConfig:
+        if self.model_control == "explicit" and self.capacity is None:
+            raise ValueError("model_control: explicit needs 'capacity' (e.g. {models: 4}: "
+                             "how many models one endpoint holds at once)")
+        if self.model_control != "explicit":
+            extra = [k for k in ("capacity", "residency") if k in self.model_fields_set]
+            if extra:
+                raise ValueError(f"{' and '.join(extra)} apply only to pools with "
+                                 "model_control: explicit")
+        return self
+
+    @property
+    def managed(self) -> bool:
+        """The gateway decides which endpoint holds which model (explicit model control)."""
+        return self.model_control == "explicit"
 
     @field_validator("endpoints")
     @classmethod
@@ -323,24 +398,42 @@ def _cross_checks(cfg: Config) -> list[tuple[str, str]]:
                     problems.append((f"models.{name}.split.variants.{vname}",
                                      f"no pool serves model {var.model!r}; set 'pool'"))
     for name, pool in cfg.pools.items():
-        fb = pool.fallback_pool
-        if fb is None:
-            if pool.fallback_spill_at is not None:
-                problems.append((f"pools.{name}.fallback_spill_at", "needs a fallback_pool"))
-            continue
-        if fb not in cfg.pools:
-            problems.append((f"pools.{name}.fallback_pool", f"unknown pool {fb!r}"))
-        elif fb == name:
-            problems.append((f"pools.{name}.fallback_pool", "a pool cannot be its own fallback"))
-        elif cfg.pools[fb].fallback_pool is not None:
-            problems.append((f"pools.{name}.fallback_pool",
-                             f"pool {fb!r} has a fallback of its own (one hop only)"))
+        problems += _fallback_problems(cfg, name, pool)
+        problems += _capacity_problems(cfg, name, pool)
     if cfg.auth is not None and cfg.auth.enabled and not cfg.tenants:
         problems.append(("auth", "API keys are on but no tenants are configured"))
     if cfg.autoscaling is not None:
         problems += [(f"autoscaling.pools.{pool}", f"unknown pool {pool!r}")
                      for pool in cfg.autoscaling.pools if pool not in cfg.pools]
     return problems
+
+
+def _fallback_problems(cfg: Config, name: str, pool: PoolConfig) -> list[tuple[str, str]]:
+    fb = pool.fallback_pool
+    if fb is None:
+        if pool.fallback_spill_at is not None:
+            return [(f"pools.{name}.fallback_spill_at", "needs a fallback_pool")]
+        return []
+    if fb not in cfg.pools:
+        return [(f"pools.{name}.fallback_pool", f"unknown pool {fb!r}")]
+    if fb == name:
+        return [(f"pools.{name}.fallback_pool", "a pool cannot be its own fallback")]
+    if cfg.pools[fb].fallback_pool is not None:
+        return [(f"pools.{name}.fallback_pool",
+                 f"pool {fb!r} has a fallback of its own (one hop only)")]
+    return []
+
+
+def _capacity_problems(cfg: Config, name: str, pool: PoolConfig) -> list[tuple[str, str]]:
+    cap = pool.capacity
+    if cap is None or cap.memory_bytes is None:
+        return []
+    too_big = sorted(m for m, r in cfg.models.items()
+                     if r.pool == name and cap.size_of(m) > cap.memory_bytes)
+    if too_big:
+        return [(f"pools.{name}.capacity", f"model(s) larger than memory_bytes "
+                                           f"({cap.memory_bytes:g}): {too_big}")]
+    return []
 
 
 def variant_pool(cfg: Config, model: str, var: VariantConfig) -> str | None:

@@ -39,6 +39,7 @@ import uvicorn
 from adapters.configfile import load_config_file
 from contracts import Config, ConfigError
 from gateway.adapters.activation import Activator
+from gateway.adapters.residency_store import MemoryResidencyStore, RedisResidencyStore
 from gateway.adapters.state import MemoryStore, RedisStore, StateStore
 from gateway.adapters.upstream import NativeUpstream, Upstream
 from gateway.config import Reloader
@@ -58,6 +59,7 @@ from gateway.pipeline.coldstart import ColdStart
 from gateway.pipeline.cost import CostMeter
 from gateway.pipeline.proxy import Proxy
 from gateway.pipeline.quota import Quotas
+from gateway.pipeline.residency import Residency
 from gateway.pipeline.runtime import Runtime
 from gateway.settings import GatewaySettings
 from gateway.traffic.manager import TrafficManager
@@ -81,6 +83,7 @@ class Gateway:
         self.activator = Activator(self.upstream, settings.autoscaler_url, settings.redis_url)
         self.coldstart = ColdStart(self.runtime, self.metrics, self.activator)
         self.proxy.coldstart = self.coldstart
+        self.residency = _residency(self, settings)
         self.metrics.queued = self.coldstart.queued
         self.discovery = Discovery(self.runtime, self.upstream, self.coldstart.notify)
         self.ready = False
@@ -273,7 +276,8 @@ async def serve(settings: GatewaySettings) -> None:
              asyncio.create_task(gw.discovery.run(), name="discovery"),
              asyncio.create_task(gw.quotas.run(), name="quotas"),
              asyncio.create_task(gw.sweep(), name="sweep"),
-             asyncio.create_task(gw.cost.run(), name="cost")]
+             asyncio.create_task(gw.cost.run(), name="cost"),
+             asyncio.create_task(gw.residency.run(), name="residency")]
     if settings.redis_url:  # the autoscaler reads every replica's counters from Redis
         publisher = Publisher(settings.redis_url, _replica_id(settings), gw.metrics, gw.runtime)
         tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
@@ -297,6 +301,7 @@ async def serve(settings: GatewaySettings) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await gw.mirror.aclose()
         await gw.activator.aclose()
+        await gw.residency.aclose()
         await gw.store.aclose()
         await gw.upstream.aclose()
         await gw.grpc_channels.aclose()
@@ -327,6 +332,17 @@ async def _stop_grpc(grpc_server: grpc.aio.Server, stopping: asyncio.Event,
     """Once stopping: refuse new calls, let running ones finish within the grace left."""
     await stopping.wait()
     await grpc_server.stop(grace_s())
+
+
+def _residency(gw: Gateway, settings: GatewaySettings) -> Residency:
+    """Model-managed pools: holdings, loads on demand, placement (gateway/pipeline/residency.py)."""
+    store = (RedisResidencyStore(settings.redis_url, _replica_id(settings))
+             if settings.redis_url else MemoryResidencyStore())
+    residency = Residency(gw.runtime, gw.upstream, gw.coldstart, gw.metrics.registry,
+                          lambda: gw.proxy.in_flight, store)
+    gw.proxy.residency = residency
+    gw.runtime.model_state = residency.index_state
+    return residency
 
 
 def _store(settings: GatewaySettings) -> StateStore:

@@ -1,12 +1,14 @@
 """``servegate demo``: real Triton servers, the gateway in front, on one machine.
 
-Starts four Triton servers: the demo pool ``cpu`` (``--triton-instances`` servers with
+Starts six Triton servers: the demo pool ``cpu`` (``--triton-instances`` servers with
 classifier v1, embedder and identity), a ``canary`` pool with classifier v2 and a ``shadow``
-pool with classifier v3. The config splits ``classifier`` 90/10 between v1 and v2, sticky on
-the ``x-user-id`` header, and mirrors 10% of its requests to v3, whose outputs are compared
-with the primary's. It writes the config and an admin token to a temporary directory, runs
-``servegate gateway`` on them with ``--watch`` and prints commands to paste. Ctrl-C (or
-SIGTERM) stops every process it started.
+pool with classifier v3, and the model-managed pool ``zoo`` (two servers in explicit
+model-control mode over 30 small models, at most 4 loaded each, loaded on demand). The
+config splits ``classifier`` 90/10 between v1 and v2, sticky on the ``x-user-id`` header,
+and mirrors 10% of its requests to v3, whose outputs are compared with the primary's. It
+writes the config and an admin token to a temporary directory, runs ``servegate gateway`` on
+them with ``--watch`` and prints commands to paste. Ctrl-C (or SIGTERM) stops every process
+it started.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import Any
 
 import yaml
 
+from adapters.errors import ProcessStartError
 from adapters.procs import die_with_parent
 from servegate.local.launch import TritonProcess, start_triton
+from servegate.local.zoo import add_zoo_pool, start_zoo_servers
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,14 @@ servegate demo is up: gateway {base}, gRPC {s.host}:{s.grpc_port}
   # KEDA's external scaler (externalscaler.ExternalScaler, scalerMetadata pool=cold) is served
   # on {s.host}:{s.keda_port}
 
+  # the pool "zoo" holds 30 models zoo-00 ... zoo-29 on two Tritons in explicit model-control
+  # mode, at most 4 loaded per server: a model is loaded on its first call (the response says
+  # how long it waited), the least recently used idle one is evicted to make room, and models
+  # idle for 60 s are unloaded; the index says which are READY
+  curl -si {base}/v2/models/zoo-07/infer -d '{body}' | grep -i x-servegate-cold
+  curl -s -X POST {base}/v2/repository/index | tr '}}' '\n' | grep zoo- | grep -c READY
+  curl -s {base}/metrics | grep -E 'servegate_(model_|resident)'
+
   # admin API (token in {token_path})
   curl -s {admin} {base}/admin/routes
   curl -s {admin} '{base}/admin/cost?window=1h'     # cost per pool, model and tenant
@@ -216,16 +228,25 @@ def run_demo(s: DemoSettings) -> int:
         print(f"starting {s.triton_instances + 2} Triton servers ...", flush=True)
         try:
             tritons = start_demo_tritons(s)
+            main = list(tritons)
         except RuntimeError as exc:
             print(exc, file=sys.stderr)
             return 1
         workdir = Path(tempfile.mkdtemp(prefix="servegate-demo-"))
+        print("starting 2 Triton servers in explicit model-control mode (pool zoo) ...",
+              flush=True)
+        try:
+            zoo = start_zoo_servers(workdir / "zoo")
+        except (RuntimeError, ProcessStartError) as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        tritons += zoo
         config_path = workdir / "servegate.yaml"
         gateway_url = f"http://{s.host}:{s.http_port}"
         autoscaler_url = f"http://{s.host}:{s.autoscaler_port}"
         config_path.write_text(yaml.safe_dump(
-            demo_config(tritons[:-2], tritons[-2], tritons[-1], gateway_url, autoscaler_url),
-            sort_keys=False))
+            add_zoo_pool(demo_config(main[:-2], main[-2], main[-1], gateway_url, autoscaler_url),
+                         zoo), sort_keys=False))
         token_path = workdir / "admin-token"
         token_path.write_text(secrets.token_urlsafe(24) + "\n")
         token_path.chmod(0o600)

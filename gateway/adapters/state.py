@@ -113,7 +113,7 @@ def _put(target: dict[str, Any], key: str, value: Any) -> None:
 
 
 @contextlib.contextmanager
-def _store_errors(what: str) -> Iterator[None]:
+def store_errors(what: str) -> Iterator[None]:
     """Redis failures (translated by :mod:`adapters.redisio`) as this package's error."""
     try:
         with redis_errors(what):
@@ -143,7 +143,7 @@ class RedisStore:
     async def load(self) -> Snapshot:
         """Redis's state, after re-seeding an emptied Redis and writing pending changes."""
         try:
-            with _store_errors("load"):
+            with store_errors("load"):
                 await self._reconcile()
                 weights = await self._redis.hgetall(self._k("weights"))
                 rollouts = await self._redis.hgetall(self._k("rollouts"))
@@ -197,7 +197,7 @@ class RedisStore:
         if self._reachable:
             self._pending.pop((key, model), None)
             try:
-                with _store_errors(f"save {key}"):
+                with store_errors(f"save {key}"):
                     await self._write(key, model, value)
                 return
             except StateStoreError as exc:
@@ -226,7 +226,7 @@ class RedisStore:
     async def try_lead(self, name: str, ttl_s: float) -> bool:
         """Take or renew the expiring leader lock ``name``; True while this replica holds it."""
         key, ttl_ms = self._k(f"leader:{name}"), int(ttl_s * 1000)
-        with _store_errors("leader lock"):
+        with store_errors("leader lock"):
             if await self._redis.set(key, self.replica_id, nx=True, px=ttl_ms):
                 return True
             # Renew only our own lock (compare-and-expire in one script).
@@ -237,12 +237,12 @@ class RedisStore:
         return bool(renewed)
 
     async def publish_stats(self, doc: Doc, ttl_s: float) -> None:
-        with _store_errors("publish stats"):
+        with store_errors("publish stats"):
             await self._redis.set(self._k(f"vstats:{self.replica_id}"), json.dumps(doc),
                                   px=int(ttl_s * 1000))
 
     async def fleet_stats(self) -> list[Doc]:
-        with _store_errors("fleet stats"):
+        with store_errors("fleet stats"):
             keys = [k async for k in self._redis.scan_iter(match=self._k("vstats:*"))]
             values = await self._redis.mget(keys) if keys else []
         return [json.loads(v) for v in values if v]

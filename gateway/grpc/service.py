@@ -167,7 +167,7 @@ class GrpcFront:
     async def repository_index(self, request: pb.RepositoryIndexRequest,
                                context: Context) -> pb.RepositoryIndexResponse:
         _, _, tenant = await self._caller_or_abort(context)
-        entries = self.proxy.runtime.state.model_index(request.ready, tenant)
+        entries = self.proxy.runtime.model_index(request.ready, tenant)
         return pb.RepositoryIndexResponse(models=[
             pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in entries])
 
@@ -222,7 +222,8 @@ class GrpcFront:
                     method, request, metadata, timeout, clients)
 
             response, ep = await self.proxy.call(route, _grpc_endpoints, send,
-                                                 ColdWait(context.time_remaining),
+                                                 ColdWait(context.time_remaining,
+                                                          load=method != "ModelReady"),
                                                  charge=(tenant or ANONYMOUS) if infer else None)
         except Exception as exc:
             if not_ready is not None and isinstance(exc, UnknownModel | NoEndpoint | Unavailable):

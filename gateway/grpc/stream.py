@@ -40,6 +40,7 @@ from gateway.errors import (
     GatewayError,
     PayloadTooLarge,
     Unavailable,
+    Unsupported,
     UpstreamBroken,
     UpstreamConnectError,
     UpstreamError,
@@ -141,6 +142,9 @@ class StreamRelay:
     def _open(self, route: Route, tasks: asyncio.TaskGroup) -> _Backend:
         proxy = self.front.proxy
         pool = proxy.runtime.state.pools[route.pool]
+        if pool.managed:  # one backend stream per pool cannot follow models between servers
+            raise Unsupported(f"ModelStreamInfer to model '{route.model}' in the model-managed "
+                              f"pool '{pool.name}' is not supported yet: use ModelInfer")
         if not pool.grpc_endpoints:
             raise Unavailable(f"no endpoint of pool '{pool.name}' has a gRPC address")
         tried: list[Endpoint] = []

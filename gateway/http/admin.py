@@ -24,13 +24,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from gateway.traffic.rollouts import rollout_spec
 from pydantic import BaseModel, ConfigDict
 
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized, Unsupported
 from gateway.http.errors import error_response
 from gateway.pipeline.cost import MAX_WINDOW_S, CostMeter
 from gateway.traffic.manager import TrafficManager
+from gateway.traffic.rollouts import rollout_spec
 from router import RouterError
 from router.cost import parse_window
 

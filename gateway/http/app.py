@@ -143,7 +143,7 @@ class GatewayApp:
             target = path.encode()
             if scope["query_string"]:
                 target += b"?" + scope["query_string"]
-            cold = ColdWait(lambda: request_budget(scope, body))
+            cold = ColdWait(lambda: request_budget(scope, body), load=action != "ready")
             response, ep = await self.proxy.forward(
                 route, method.encode(), target, headers, body, cold,
                 (tenant or ANONYMOUS) if infer else None)
@@ -217,7 +217,7 @@ class GatewayApp:
             mirror = self.traffic.mirror.start(route.model, shadow.variant.name,
                                                shadow.max_concurrency, send_shadow)
         variant = decision.variant
-        cold = ColdWait(lambda: request_budget(scope, body))
+        cold = ColdWait(lambda: request_budget(scope, body), load=action != "ready")
         try:
             response, ep = await self.proxy.forward(
                 target, method, model_path(target.model, target.version, action), headers, body,

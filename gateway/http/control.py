@@ -104,7 +104,7 @@ class Control:
             if not isinstance(doc, dict):
                 raise BadRequest("expected a JSON object")
             ready_only = bool(doc.get("ready", False))
-        await respond_json(send, 200, self.runtime.state.model_index(
+        await respond_json(send, 200, self.runtime.model_index(
             ready_only, scope.get("servegate.tenant")))
 
     async def _openapi(self, scope: Scope, receive: Any, send: Any) -> None:

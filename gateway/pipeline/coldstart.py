@@ -14,6 +14,11 @@ failing, in a bounded per-pool FIFO:
   answered at once with 503 + Retry-After instead of being held to time out; a full queue is a
   503 + Retry-After too. Nothing is dropped silently or sent twice: a waiter either proceeds
   to exactly one upstream call or gets an error;
+- a model-managed pool (``model_control: explicit``) holds a call for a model no endpoint
+  holds in the same way, in a bounded FIFO per (pool, model)
+  (:meth:`ColdStart.wait_for_model`): :mod:`gateway.pipeline.residency` issues one load and calls
+  :meth:`ColdStart.model_ready` (waiters proceed) or :meth:`ColdStart.model_failed` (waiters
+  get the load's error); the prediction is the pool's average load time;
 - when the gateway shuts down (:meth:`ColdStart.drain`), waiting goes on (a pool that becomes
   ready in time still serves its queue) but no wait outlasts the drain deadline: whoever is
   still held then gets 503 + Retry-After, so the connection is answered, not dropped when the
@@ -31,6 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from contracts.config import ResidencyConfig
 from gateway.errors import Unavailable
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.runtime import Runtime
@@ -47,6 +53,9 @@ class ColdWait:
 
     budget_s: Callable[[], float | None] = lambda: None
     waited_s: float = 0.0
+    # In a model-managed pool, may this call load its model? Not a readiness check: it
+    # answers "not ready" instead (a health checker polling every model would load them all).
+    load: bool = True
 
 
 class ColdStart:
@@ -61,6 +70,10 @@ class ColdStart:
         self._started: dict[str, float] = {}  # pool -> when its current cold start began
         self._typical: dict[str, float] = {}  # pool -> average cold start duration
         self._drain_at: float | None = None  # shutting down: no wait ends later than this
+        # Calls held for a model load in a model-managed pool, by (pool, model).
+        self._model_waiters: dict[tuple[str, str], deque[asyncio.Future[None]]] = {}
+        self._load_started: dict[tuple[str, str], float] = {}
+        self._typical_load: dict[str, float] = {}  # pool -> average load wait
 
     def queued(self) -> dict[str, int]:
         return {pool: len(q) for pool, q in self._waiters.items()}
@@ -150,7 +163,7 @@ class ColdStart:
                      held, within_s)
 
     def _end_waits(self) -> None:
-        for queue in self._waiters.values():
+        for queue in [*self._waiters.values(), *self._model_waiters.values()]:
             for future in queue:
                 if not future.done():
                     future.set_exception(_Drained())
@@ -174,6 +187,75 @@ class ColdStart:
     def notify_all(self) -> None:
         for pool_name in list(self._waiters):
             self.notify(pool_name)
+
+
+    # ------------------------------------------------------------ model loads (managed pools)
+
+    def model_queued(self, pool_name: str, model: str) -> int:
+        return len(self._model_waiters.get((pool_name, model), ()))
+
+    async def wait_for_model(self, pool_name: str, model: str, cfg: ResidencyConfig,
+                             budget_s: float | None) -> float:
+        """Hold a call until ``model`` is loaded on an endpoint of ``pool_name``; the seconds
+        waited. :class:`Unavailable` (503 + Retry-After) when the model's queue is full, the
+        deadline comes before the predicted load time, the wait runs out, or the load failed.
+        """
+        key = (pool_name, model)
+        queue = self._model_waiters.setdefault(key, deque())
+        now = self._clock()
+        self._load_started.setdefault(key, now)
+        typical = self._typical_load.get(pool_name)
+        predicted = (None if typical is None
+                     else max(typical - (now - self._load_started[key]), 0.0))
+        retry = max(1, math.ceil(predicted or 1.0))
+        if len(queue) >= cfg.max_queue:
+            raise Unavailable(f"model '{model}' is loading and its queue is full "
+                              f"({cfg.max_queue} waiting)", retry)
+        limit = cfg.max_wait_s if budget_s is None else min(budget_s, cfg.max_wait_s)
+        draining = self._drain_at is not None and self._drain_at - now < limit
+        if draining:
+            assert self._drain_at is not None
+            limit = max(self._drain_at - now, 0.0)
+            if limit <= 0:
+                raise self._shutting_down(pool_name, retry)
+        if predicted is not None and limit < predicted:
+            raise Unavailable(f"model '{model}' is loading: ready in about {predicted:.1f}s, "
+                              f"after this request's deadline ({limit:.1f}s)", retry)
+        try:
+            await self._hold(queue, limit)
+        except _Drained:
+            raise self._shutting_down(pool_name, retry) from None
+        except TimeoutError:
+            if draining:
+                raise self._shutting_down(pool_name, retry) from None
+            raise Unavailable(f"model '{model}' was not loaded within {limit:g}s",
+                              retry) from None
+        finally:
+            if not queue:
+                self._model_waiters.pop(key, None)
+        waited = self._clock() - now
+        self.metrics.cold_start_wait.labels(pool_name).observe(waited)
+        return waited
+
+    def model_ready(self, pool_name: str, model: str, took_s: float | None = None) -> None:
+        """``model`` is loaded on an endpoint of ``pool_name``: its held calls proceed."""
+        key = (pool_name, model)
+        started = self._load_started.pop(key, None)
+        if started is not None:
+            took = self._clock() - started if took_s is None else took_s
+            old = self._typical_load.get(pool_name)
+            self._typical_load[pool_name] = (took if old is None
+                                             else _EWMA * took + (1 - _EWMA) * old)
+        for future in self._model_waiters.get(key, ()):
+            if not future.done():
+                future.set_result(None)
+
+    def model_failed(self, pool_name: str, model: str, message: str, retry_s: int) -> None:
+        """The load of ``model`` failed: its held calls are answered with 503 + ``message``."""
+        self._load_started.pop((pool_name, model), None)
+        for future in self._model_waiters.get((pool_name, model), ()):
+            if not future.done():
+                future.set_exception(Unavailable(message, retry_s))
 
 
 class _Drained(Exception):

@@ -103,6 +103,11 @@ class Pool:
     name: str
     config: PoolConfig
     endpoints: list[Endpoint] = field(default_factory=list)
+    # model_control: explicit: endpoints hold different models (gateway.pipeline.residency)
+    managed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.managed = self.config.managed
 
     @cached_property
     def grpc_endpoints(self) -> list[Endpoint]:

@@ -11,6 +11,8 @@ endpoint's health state, so repeated failures eject it. An answered inference ad
 backend time to the charged tenant's cost accumulator (:mod:`gateway.pipeline.cost`). A gRPC stream
 holds one endpoint for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed`
 directly.
+In a model-managed pool the candidates are the endpoints holding the model, and a call for a
+model none holds waits for one load (:mod:`gateway.pipeline.residency`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart, ColdWait
 from gateway.pipeline.cost import CostMeter
 from gateway.pipeline.pools import Endpoint, Pool
+from gateway.pipeline.residency import Residency
 from gateway.pipeline.runtime import Runtime
 from router import NoEndpoint, Route, pick_endpoint
 from router.health import UNHEALTHY_STATUSES
@@ -46,6 +49,7 @@ class Proxy:
         self.in_flight: dict[str, int] = {}
         self.coldstart: ColdStart | None = None  # set by the wiring
         self.cost: CostMeter | None = None  # set by the wiring
+        self.residency: Residency | None = None  # set by the wiring (model-managed pools)
 
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""
@@ -85,11 +89,25 @@ class Proxy:
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         tried: list[Endpoint] = []
         pool = self.runtime.state.pools[route.pool]
+        resent = False  # a model-managed pool's endpoint said it lacks the model: sent again
         try:
             while True:
+                endpoints = endpoints_of(pool)
+                if pool.managed and self.residency is not None:  # only those holding the model
+                    endpoints = self.residency.holding(pool, model, endpoints, cold)
                 try:
-                    ep = self.pick(pool, endpoints_of(pool), tried)
+                    ep = self.pick(pool, endpoints, tried)
                 except (NoEndpoint, Unavailable):
+                    if (pool.managed and self.residency is not None and not endpoints
+                            and not tried and pool.admitted_count()):
+                        # No endpoint holds the model: one load, the call waits for it.
+                        cold = cold or ColdWait()
+                        if not cold.load:
+                            raise Unavailable(f"model '{model}' is not loaded in pool "
+                                              f"'{pool.name}'") from None
+                        cold.waited_s += await self.residency.wait_loaded(pool, model, cold)
+                        pool = self.runtime.state.pools[route.pool]
+                        continue
                     fallback = self._fallback(pool) if pool.name == route.pool else None
                     if fallback is not None:  # e.g. spot capacity reclaimed: on-demand serves
                         pool = fallback
@@ -127,8 +145,11 @@ class Proxy:
                         tried.append(ep)  # never reached the backend: safe to try another
                         continue
                     raise
-                except BaseException:
+                except BaseException as exc:
                     ep.trial_unsettled()  # cancelled, or an answer that is no transport verdict
+                    if pool.managed and not resent and self._model_gone(pool, ep, model, exc):
+                        resent = True
+                        continue
                     raise
                 finally:
                     done = clock()
@@ -140,6 +161,9 @@ class Proxy:
                     self.answered_unhealthy(ep, why)
                 else:
                     ep.succeeded()
+                if pool.managed and not resent and self._model_gone(pool, ep, model, result):
+                    resent = True
+                    continue
                 return result, ep
         finally:
             self.in_flight[model] -= 1
@@ -164,6 +188,9 @@ class Proxy:
         if not ep.admitted:
             ep.trial_unsettled()  # it was picked as a half-open trial: let another one be
         return alt, fallback
+
+    def _model_gone(self, pool: Pool, ep: Endpoint, model: str, outcome: object) -> bool:
+        return self.residency is not None and self.residency.gone(pool, ep, model, outcome)
 
     def pick(self, pool: Pool, endpoints: Sequence[Endpoint],
              tried: Collection[Endpoint] = ()) -> Endpoint:

@@ -8,6 +8,7 @@ flight. A config that fails validation raises before anything is swapped.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from contracts import Config, EndpointConfig, PoolConfig
@@ -15,6 +16,9 @@ from gateway.pipeline.pools import Pool, build_pools
 from router import RouteTable
 
 log = logging.getLogger("servegate.runtime")
+
+# (pool, model) -> (state, reason) of a model in a model-managed pool
+ModelState = Callable[[str, str], tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -24,11 +28,12 @@ class RoutingState:
     pools: dict[str, Pool]
     generation: int
 
-    def model_index(self, ready_only: bool = False,
-                    tenant: str | None = None) -> list[dict[str, str]]:
+    def model_index(self, ready_only: bool = False, tenant: str | None = None,
+                    managed: ModelState | None = None) -> list[dict[str, str]]:
         """The repository index as the gateway sees it: every routed (model, version), READY
         when its pool has an admitted endpoint, else UNAVAILABLE with a reason; with a
-        ``tenant``, only the models that tenant may call."""
+        ``tenant``, only the models that tenant may call. In a model-managed pool,
+        ``managed(pool, model)`` says whether an endpoint holds the model."""
         models = []
         allowed = self.config.tenants.get(tenant) if tenant is not None else None
         for route in self.table.routes():
@@ -38,13 +43,16 @@ class RoutingState:
             entry = {"name": route.model}
             if route.version:
                 entry["version"] = route.version
-            if pool.admitted_count():
-                entry["state"] = "READY"
-            elif ready_only:
+            state, reason = "READY", ""
+            if not pool.admitted_count():
+                state, reason = "UNAVAILABLE", f"no healthy endpoint in pool '{pool.name}'"
+            elif pool.managed and managed is not None:
+                state, reason = managed(pool.name, route.model)
+            if state != "READY" and ready_only:
                 continue
-            else:
-                entry["state"] = "UNAVAILABLE"
-                entry["reason"] = f"no healthy endpoint in pool '{pool.name}'"
+            entry["state"] = state
+            if reason:
+                entry["reason"] = reason
             models.append(entry)
         return models
 
@@ -56,7 +64,14 @@ class Runtime:
         self.weights: dict[str, dict[str, float]] = {}
         # Endpoints found by discovery (pools whose discovery is not static), by pool.
         self.discovered: dict[str, list[EndpointConfig]] = {}
+        # What the endpoints of model-managed pools hold (set by the wiring).
+        self.model_state: ModelState | None = None
         self.state = RoutingState(config, RouteTable(config), build_pools(config.pools), 1)
+
+    def model_index(self, ready_only: bool = False,
+                    tenant: str | None = None) -> list[dict[str, str]]:
+        """:meth:`RoutingState.model_index` of the current state, managed pools included."""
+        return self.state.model_index(ready_only, tenant, self.model_state)
 
     def apply(self, config: Config) -> RoutingState:
         """Swap in a new (already validated) config; in-flight requests keep the old snapshot."""

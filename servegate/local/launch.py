@@ -21,10 +21,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from adapters.procs import WorkerProcess, WorkerSpec, free_port, python_env, start_worker
+from adapters.procs import (
+    LIVES_WITH_PROCESS,
+    WorkerProcess,
+    WorkerSpec,
+    free_port,
+    python_env,
+    start_worker,
+)
 from servegate.local.triton_worker import READY_LINE
 
-__all__ = ["TritonProcess", "free_port", "start_triton", "triton_env"]
+__all__ = ["TritonProcess", "free_port", "start_process", "start_triton", "triton_env"]
 
 T = TypeVar("T")
 triton_env = python_env
@@ -41,6 +48,7 @@ class _Loop:
         self._group: Future[asyncio.TaskGroup] = Future()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                         name="servegate-launcher")
+        setattr(self._thread, LIVES_WITH_PROCESS, True)  # its children take the death signal
         self._thread.start()
         self._held = asyncio.run_coroutine_threadsafe(self._hold(), self.loop)
         self.group = self._group.result(10)
@@ -149,9 +157,15 @@ def start_triton(
 
     spec = WorkerSpec(argv, READY_LINE, start_timeout_s=timeout, attempts=attempts, ports=ports,
                       echo=None if quiet else (lambda line: print(line, file=sys.stderr)))
+    return start_process(spec, f"triton-{','.join(models)}-v{classifier_version}")
+
+
+def start_process(spec: WorkerSpec, name: str,
+                  env: dict[str, str] | None = None) -> TritonProcess:
+    """Any worker ``spec`` on the launcher's loop; blocks until it is ready (or raises
+    :class:`adapters.errors.ProcessStartError`)."""
     loop = _Loop.get()
-    name = f"triton-{','.join(models)}-v{classifier_version}"
-    worker = loop.run(start_worker(spec, name, loop.group, python_env()),
-                      timeout * attempts + 60)
-    return TritonProcess(worker)
+    worker = loop.run(start_worker(spec, name, loop.group, env or python_env()),
+                      spec.start_timeout_s * spec.attempts + 60)
+    return TritonProcess(worker, spec.stop_timeout_s)
 

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from contracts import EndpointConfig, parse_config
+from contracts.config import ResidencyConfig
 from gateway.errors import Unavailable
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart
@@ -153,3 +154,45 @@ async def test_wait_starting_after_the_drain_deadline_is_answered_at_once() -> N
     await settle()
     assert not held.done() and activated == ["cold"]
     held.cancel()
+
+
+# ------------------------------------------------- model loads in a model-managed pool
+
+def residency(max_queue: int = 2, max_wait_s: float = 30) -> ResidencyConfig:
+    return ResidencyConfig(max_queue=max_queue, max_wait_s=max_wait_s)
+
+
+async def test_model_waiters_released_when_ready_and_prediction_learned() -> None:
+    cs, _, _, clock = make()
+    waits = [asyncio.create_task(cs.wait_for_model("zoo", "m1", residency(), None))
+             for _ in range(2)]
+    await settle()
+    assert cs.model_queued("zoo", "m1") == 2 and cs.queued() == {}  # not a pool cold start
+    with pytest.raises(Unavailable, match="'m1' is loading and its queue is full"):
+        await cs.wait_for_model("zoo", "m1", residency(), None)
+    clock.now += 2.0
+    cs.model_ready("zoo", "m1")
+    assert await asyncio.gather(*waits) == [2.0, 2.0]
+    assert cs.model_queued("zoo", "m1") == 0
+    # the pool's loads took ~2 s: a call whose deadline is 0.5 s is answered at once
+    with pytest.raises(Unavailable, match=r"ready in about 2\.0s") as err:
+        await cs.wait_for_model("zoo", "m2", residency(), 0.5)
+    assert err.value.retry_after_s == 2
+
+
+async def test_failed_load_answers_every_waiter_with_its_reason() -> None:
+    cs, _, _, _ = make()
+    waits = [asyncio.create_task(cs.wait_for_model("zoo", "m", residency(), None))
+             for _ in range(2)]
+    await settle()
+    cs.model_failed("zoo", "m", "model 'm' could not be loaded: no such model", 4)
+    for outcome in await asyncio.gather(*waits, return_exceptions=True):
+        assert isinstance(outcome, Unavailable)
+        assert "could not be loaded" in str(outcome) and outcome.retry_after_s == 4
+
+
+async def test_model_wait_runs_out() -> None:
+    cs, _, _, _ = make()
+    with pytest.raises(Unavailable, match=r"'m' was not loaded within 0\.05s"):
+        await cs.wait_for_model("zoo", "m", residency(max_wait_s=0.05), None)
+    assert cs.model_queued("zoo", "m") == 0
