@@ -1,8 +1,7 @@
 """The one place where errors become gRPC statuses (``grpc.StatusCode`` and details).
 
-The code is found by walking the exception's MRO, as :mod:`gateway.http.errors` does for HTTP,
-so a new subclass inherits its parent's code until it is given its own. A status an endpoint
-answered with (:class:`~gateway.errors.UpstreamStatus`) passes through unchanged.
+The code comes from the one table both fronts share (:mod:`gateway.statuses`). A status an
+endpoint answered with (:class:`~gateway.errors.UpstreamStatus`) passes through unchanged.
 
     UnknownModel, NotFound                  NOT_FOUND
     BadRequest (malformed message, ...)     INVALID_ARGUMENT
@@ -24,47 +23,10 @@ import logging
 
 import grpc
 
-from gateway.errors import (
-    BadRequest,
-    Forbidden,
-    GatewayError,
-    MethodNotAllowed,
-    NotFound,
-    Overloaded,
-    PayloadTooLarge,
-    RequestTimeout,
-    Unauthorized,
-    Unavailable,
-    Unsupported,
-    UpstreamBroken,
-    UpstreamConnectError,
-    UpstreamStatus,
-    UpstreamTimeout,
-)
-from router import NoEndpoint, UnknownModel
-from router.splits import UnknownVariant
+from gateway.errors import UpstreamStatus
+from gateway.statuses import status_of
 
 log = logging.getLogger("servegate.grpc")
-
-_CODE: dict[type[BaseException], grpc.StatusCode] = {
-    UnknownModel: grpc.StatusCode.NOT_FOUND,
-    UnknownVariant: grpc.StatusCode.INVALID_ARGUMENT,
-    Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
-    Forbidden: grpc.StatusCode.PERMISSION_DENIED,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    BadRequest: grpc.StatusCode.INVALID_ARGUMENT,
-    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unsupported: grpc.StatusCode.UNIMPLEMENTED,
-    MethodNotAllowed: grpc.StatusCode.UNIMPLEMENTED,
-    NoEndpoint: grpc.StatusCode.UNAVAILABLE,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-    UpstreamConnectError: grpc.StatusCode.UNAVAILABLE,
-    UpstreamBroken: grpc.StatusCode.UNAVAILABLE,
-    UpstreamTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
-    RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
-    GatewayError: grpc.StatusCode.INTERNAL,
-}
 
 MAX_DETAILS_BYTES = 1024
 
@@ -95,11 +57,11 @@ def grpc_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, UpstreamStatus):
         return (grpc.StatusCode.__members__.get(exc.code, grpc.StatusCode.UNKNOWN),
                 bounded(exc.details))
-    code = next((_CODE[c] for c in type(exc).__mro__ if c in _CODE), None)
-    if code is None:
+    row = status_of(exc)
+    if row is None:
         log.exception("unhandled error", exc_info=exc)
         return grpc.StatusCode.INTERNAL, "internal gateway error"
-    return code, bounded(str(exc))
+    return grpc.StatusCode[row[1]], bounded(str(exc))
 
 
 def bounded(details: str) -> str:

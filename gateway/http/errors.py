@@ -1,7 +1,7 @@
 """The one place where errors become HTTP responses: V2 error JSON ``{"error": "..."}``.
 
-The status is found by walking the exception's MRO (starlette's ``_exception_handler`` does
-the same), so a new subclass inherits its parent's status until it is given its own.
+The status comes from the one table both fronts share (:mod:`gateway.statuses`); the headers
+that go with some of them (Retry-After, WWW-Authenticate, Allow, Connection) are added here.
 """
 
 from __future__ import annotations
@@ -11,45 +11,16 @@ import logging
 
 from gateway.adapters.upstream import Headers
 from gateway.errors import (
-    BadRequest,
-    Forbidden,
-    GatewayError,
     MethodNotAllowed,
-    NotFound,
     Overloaded,
     PayloadTooLarge,
     RequestTimeout,
     Unauthorized,
     Unavailable,
-    Unsupported,
-    UpstreamBroken,
-    UpstreamConnectError,
-    UpstreamTimeout,
 )
-from router import NoEndpoint, UnknownModel
-from router.splits import UnknownVariant
+from gateway.statuses import status_of
 
 log = logging.getLogger("servegate.http")
-
-_STATUS: dict[type[BaseException], int] = {
-    BadRequest: 400,
-    Unauthorized: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    UnknownModel: 404,
-    UnknownVariant: 400,
-    MethodNotAllowed: 405,
-    RequestTimeout: 408,
-    PayloadTooLarge: 413,
-    Overloaded: 429,
-    Unavailable: 503,
-    NoEndpoint: 503,
-    UpstreamConnectError: 503,
-    UpstreamBroken: 502,
-    UpstreamTimeout: 504,
-    Unsupported: 501,
-    GatewayError: 500,
-}
 
 JSON = (b"content-type", b"application/json")
 # Error messages echo parts of the request (model names, header values); bounded in size.
@@ -58,7 +29,8 @@ MAX_MESSAGE_CHARS = 1024
 
 def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
     """``(status, headers, body)`` for an error; unexpected exceptions become a logged 500."""
-    status = next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), 0)
+    row = status_of(exc)
+    status = 0 if row is None else row[0]
     if status == 0:
         log.exception("unhandled error", exc_info=exc)
         status, message = 500, "internal gateway error"
