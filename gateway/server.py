@@ -69,10 +69,27 @@ from gateway.traffic.sync import TrafficSync
 log = logging.getLogger("servegate.gateway")
 
 
+def pools_without_grpc(config: Config) -> list[str]:
+    """Pools whose configured endpoints give the gRPC front nothing to call: none lists a
+    ``grpc`` address. Discovered pools are left out (their addresses come at run time)."""
+    return sorted(name for name, pool in config.pools.items()
+                  if pool.discovery.type == "static" and pool.endpoints
+                  and not any(ep.grpc for ep in pool.endpoints))
+
+
+def warn_missing_grpc(config: Config) -> None:
+    for name in pools_without_grpc(config):
+        log.warning("pool %s lists no gRPC address (endpoints[].grpc) while the gRPC front "
+                    "door is on: gRPC calls to its models will get UNAVAILABLE", name)
+
+
 class Gateway:
     def __init__(self, config: Config, settings: GatewaySettings,
                  upstream: Upstream | None = None, store: StateStore | None = None) -> None:
         self.runtime = Runtime(config)
+        self.grpc_on = settings.server.grpc_port != 0
+        if self.grpc_on:
+            warn_missing_grpc(config)
         self.upstream: Upstream = upstream or NativeUpstream()
         self.proxy = Proxy(self.runtime, self.upstream)
         self.metrics = GatewayMetrics(self.runtime, lambda: self.proxy.in_flight)
@@ -127,6 +144,8 @@ class Gateway:
         self.admission.keys = keys
         self.runtime.apply(config)
         self.coldstart.notify_all()
+        if self.grpc_on:
+            warn_missing_grpc(config)
         self.warm_grpc()
 
     def warm_grpc(self) -> None:

@@ -545,3 +545,20 @@ def test_bytes_metadata_deadline_and_cancellation_reach_the_backend(
                      "in-flight back to 0")
     finally:
         gw.stop()
+
+
+def test_a_pool_without_grpc_addresses_is_unavailable_and_says_why(
+        triton_pool: list[TritonProcess], tmp_path: Path) -> None:
+    """The config warns at load; a gRPC call then gets UNAVAILABLE naming the missing address
+    (a REST call to the same model is served)."""
+    config = {"pools": {"rest-only": {"endpoints": [t.http for t in triton_pool]}},
+              "models": {"identity": {"pool": "rest-only"}}}
+    gw = start_gateway(config, tmp_path)
+    try:
+        assert "lists no gRPC address" in gw.log()
+        err = _rpc_error(grpcclient.InferenceServerClient(gw.grpc).infer, "identity",
+                         [_identity_input(4)])
+        assert err.status() == "StatusCode.UNAVAILABLE", err
+        assert "gRPC address" in err.message()
+    finally:
+        gw.stop()
