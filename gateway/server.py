@@ -52,6 +52,7 @@ from gateway.http.protocol import v2_protocol
 from gateway.jobs.discovery import Discovery, check_supported
 from gateway.jobs.prober import Prober
 from gateway.jobs.publisher import Publisher
+from gateway.jobs.supervisor import Supervisor
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.admission import Admission
 from gateway.pipeline.auth import KeyRing, KeysError, load_keys
@@ -104,7 +105,8 @@ class Gateway:
         self.metrics.queued = self.coldstart.queued
         self.discovery = Discovery(self.runtime, self.upstream, self.coldstart.notify)
         self.ready = False
-        self.control = Control(self.runtime, self.upstream, self.metrics, lambda: self.ready)
+        self.jobs = Supervisor()
+        self.control = Control(self.runtime, self.upstream, self.metrics, self.is_ready)
         self.mirror = ShadowMirror(self.metrics)
         self.store: StateStore = store or MemoryStore()
         self.traffic = TrafficManager(self.runtime, self.store, self.mirror,
@@ -118,8 +120,12 @@ class Gateway:
         self.prober = Prober(self.runtime, self.upstream, tick_s=settings.probe_tick_s,
                              coldstart=self.coldstart)
         self.grpc_channels = GrpcChannels()
-        self.grpc = GrpcFront(self.proxy, self.grpc_channels, self.metrics, lambda: self.ready,
+        self.grpc = GrpcFront(self.proxy, self.grpc_channels, self.metrics, self.is_ready,
                               self.traffic, self.admission)
+
+    def is_ready(self) -> bool:
+        """Serving (not starting, not draining) and every background job running."""
+        return self.ready and self.jobs.healthy
 
     def load_keys(self, config: Config) -> KeyRing:
         """The API keys for ``config`` (read again on every reload); raises
@@ -290,18 +296,20 @@ async def serve(settings: GatewaySettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     loop.add_signal_handler(signal.SIGHUP, reloader.reload)
-    tasks = [asyncio.create_task(gw.prober.run(), name="prober"),
-             asyncio.create_task(TrafficSync(gw.traffic).run(), name="traffic"),
-             asyncio.create_task(gw.discovery.run(), name="discovery"),
-             asyncio.create_task(gw.quotas.run(), name="quotas"),
-             asyncio.create_task(gw.sweep(), name="sweep"),
-             asyncio.create_task(gw.cost.run(), name="cost"),
-             asyncio.create_task(gw.residency.run(), name="residency")]
+    jobs = gw.jobs
+    jobs.add("prober", gw.prober.run)
+    jobs.add("traffic", TrafficSync(gw.traffic).run)
+    jobs.add("discovery", gw.discovery.run)
+    jobs.add("quotas", gw.quotas.run)
+    jobs.add("sweep", gw.sweep)
+    jobs.add("cost", gw.cost.run)
+    jobs.add("residency", gw.residency.run)
     if settings.redis_url:  # the autoscaler reads every replica's counters from Redis
         publisher = Publisher(settings.redis_url, _replica_id(settings), gw.metrics, gw.runtime)
-        tasks.append(asyncio.create_task(publisher.run(), name="publisher"))
+        jobs.add("publisher", publisher.run)
     if settings.watch:
-        tasks.append(asyncio.create_task(reloader.watch(settings.watch_interval_s), name="watch"))
+        jobs.add("watch", lambda: reloader.watch(settings.watch_interval_s))
+    tasks = [asyncio.create_task(jobs.run(), name="jobs")]
     grpc_drain = None
     if grpc_server is not None:  # drains beside uvicorn's own graceful shutdown
         grpc_drain = asyncio.create_task(
