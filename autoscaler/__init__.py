@@ -18,6 +18,8 @@
   :mod:`autoscaler.settings` - config section -> policy specs; :mod:`autoscaler.cli` - the
   ``autoscaler`` and ``simulate`` subcommands.
 
-The gateway and the autoscaler never import each other; they share :mod:`router` (config
-schema, the gateway-stats hash schema) and meet through Redis or HTTP.
+The gateway and the autoscaler never import each other; they share :mod:`contracts` (config
+schema, the gateway-stats hash schema, metric names), :mod:`router`'s pure decisions and the
+:mod:`adapters` (Redis, Kubernetes API, child processes, the config file), and meet through
+Redis or HTTP. Only :mod:`servegate.cli` imports both.
 """
