@@ -39,7 +39,8 @@ class _Children:
 
 class GatewayMetrics:
     def __init__(self, runtime: Runtime, in_flight: Callable[[], dict[str, int]],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 queued: Callable[[], dict[str, int]] = dict) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("model", "endpoint", "protocol")
         self.requests = Counter(
@@ -99,10 +100,8 @@ class GatewayMetrics:
         self.cold_start_wait = Histogram(
             "servegate_cold_start_wait_seconds", "Time requests spent held for a cold start",
             ["pool"], buckets=cold_buckets, registry=self.registry)
-        # Requests held in the cold-start buffer, per pool (set by the wiring).
-        self.queued: Callable[[], dict[str, int]] = dict
-        self.registry.register(
-            _StateCollector(runtime, in_flight, lambda: self.queued(), clock))
+        # Requests held in the cold-start buffer, per pool.
+        self.registry.register(_StateCollector(runtime, in_flight, queued, clock))
         self._children: dict[tuple[str, str, str], _Children] = {}
         self._error_labels: set[tuple[str, str, str]] = set()
 

@@ -58,6 +58,7 @@ from gateway.pipeline.admission import Admission
 from gateway.pipeline.auth import KeyRing, KeysError, load_keys
 from gateway.pipeline.coldstart import ColdStart
 from gateway.pipeline.cost import CostMeter
+from gateway.pipeline.load import Load
 from gateway.pipeline.proxy import Proxy
 from gateway.pipeline.quota import Quotas
 from gateway.pipeline.residency import Residency
@@ -91,29 +92,31 @@ class Gateway:
         self.grpc_on = settings.server.grpc_port != 0
         if self.grpc_on:
             warn_missing_grpc(config)
+        # Leaves first: every part gets what it uses as constructor arguments.
         self.upstream: Upstream = upstream or NativeUpstream()
-        self.proxy = Proxy(self.runtime, self.upstream)
-        self.metrics = GatewayMetrics(self.runtime, lambda: self.proxy.in_flight)
-        self.proxy.metrics = self.metrics
+        self.load = Load()
+        self.metrics = GatewayMetrics(self.runtime, self.load.in_flight_now,
+                                      queued=self.load.queued)
+        self.quotas = Quotas(_replica_id(settings), settings.redis_url)
         self.cost = CostMeter(self.runtime, self.metrics.registry,
                               replicas=lambda: self.quotas.replicas)
-        self.proxy.cost = self.cost
         self.activator = Activator(self.upstream, settings.autoscaler_url, settings.redis_url)
-        self.coldstart = ColdStart(self.runtime, self.metrics, self.activator)
-        self.proxy.coldstart = self.coldstart
-        self.residency = _residency(self, settings)
-        self.metrics.queued = self.coldstart.queued
+        self.coldstart = ColdStart(self.runtime, self.metrics, self.activator, load=self.load)
+        self.residency = _residency(self.runtime, self.upstream, self.coldstart, self.metrics,
+                                    self.load, settings)
+        self.proxy = Proxy(self.runtime, self.upstream, self.metrics, load=self.load,
+                           coldstart=self.coldstart, cost=self.cost, residency=self.residency)
         self.discovery = Discovery(self.runtime, self.upstream, self.coldstart.notify)
         self.ready = False
         self.jobs = Supervisor()
-        self.control = Control(self.runtime, self.upstream, self.metrics, self.is_ready)
         self.mirror = ShadowMirror(self.metrics)
         self.store: StateStore = store or MemoryStore()
         self.traffic = TrafficManager(self.runtime, self.store, self.mirror,
                                       tick_s=settings.traffic_tick_s, resync_s=settings.resync_s)
-        self.quotas = Quotas(_replica_id(settings), settings.redis_url)
-        self.admission = Admission(self.runtime, self.quotas, self.metrics,
-                                   lambda pool: self.coldstart.queued().get(pool, 0))
+        self.control = Control(self.runtime, self.upstream, self.metrics, self.is_ready,
+                               admin=create_admin_app(self.traffic, settings.admin_token,
+                                                      self.cost))
+        self.admission = Admission(self.runtime, self.quotas, self.metrics, self.load.queued_in)
         self.keys_path = settings.api_keys_file
         self.app = GatewayApp(self.proxy, self.metrics, self.control, self.traffic,
                               self.admission)
@@ -256,7 +259,6 @@ async def serve(settings: GatewaySettings) -> None:
     except ConfigError as exc:
         raise SystemExit(str(exc)) from None
     check_supported(gw.runtime)
-    gw.control.admin = create_admin_app(gw.traffic, settings.admin_token, gw.cost)
     try:
         await gw.traffic.resync()
     except StateStoreError as exc:
@@ -361,14 +363,15 @@ async def _stop_grpc(grpc_server: grpc.aio.Server, stopping: asyncio.Event,
     await grpc_server.stop(grace_s())
 
 
-def _residency(gw: Gateway, settings: GatewaySettings) -> Residency:
-    """Model-managed pools: holdings, loads on demand, placement (gateway/pipeline/residency.py)."""
+def _residency(runtime: Runtime, upstream: Upstream, coldstart: ColdStart,
+               metrics: GatewayMetrics, load: Load, settings: GatewaySettings) -> Residency:
+    """Model-managed pools: holdings, loads on demand, placement (gateway/pipeline/residency.py);
+    the repository index shows each managed model's state through it."""
     store = (RedisResidencyStore(settings.redis_url, _replica_id(settings))
              if settings.redis_url else MemoryResidencyStore())
-    residency = Residency(gw.runtime, gw.upstream, gw.coldstart, gw.metrics.registry,
-                          lambda: gw.proxy.in_flight, store)
-    gw.proxy.residency = residency
-    gw.runtime.model_state = residency.index_state
+    residency = Residency(runtime, upstream, coldstart, metrics.registry, load.in_flight_now,
+                          store)
+    runtime.model_state = residency.index_state
     return residency
 
 

@@ -46,12 +46,13 @@ _INDEX_BODY_LIMIT = 64 * 1024
 
 class Control:
     def __init__(self, runtime: Runtime, upstream: Upstream, metrics: GatewayMetrics,
-                 is_ready: Callable[[], bool]) -> None:
+                 is_ready: Callable[[], bool],
+                 admin: Callable[[Scope, Any, Any], Awaitable[None]] | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.metrics = metrics
         self.is_ready = is_ready
-        self.admin: Callable[[Scope, Any, Any], Awaitable[None]] | None = None  # ASGI app
+        self.admin = admin  # the admin API (an ASGI app) under /admin/
         self._routes: dict[str, tuple[str, Callable[[Scope, Any, Any], Any]]] = {
             "/v2/health/live": ("GET", self._live),
             "/v2/health/ready": ("GET", self._ready),

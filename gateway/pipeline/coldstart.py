@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from contracts.config import ResidencyConfig
 from gateway.errors import Unavailable
 from gateway.metrics import GatewayMetrics
+from gateway.pipeline.load import Load
 from gateway.pipeline.runtime import Runtime
 from router import NoEndpoint
 
@@ -61,12 +62,14 @@ class ColdWait:
 class ColdStart:
     def __init__(self, runtime: Runtime, metrics: GatewayMetrics,
                  activate: Callable[[str], None] = lambda pool: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, load: Load | None = None) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self._activate = activate
         self._clock = clock
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        # The held requests' queues live in the shared load accounting (admission and the
+        # metrics read their lengths there).
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = (load or Load()).held
         self._started: dict[str, float] = {}  # pool -> when its current cold start began
         self._typical: dict[str, float] = {}  # pool -> average cold start duration
         self._drain_at: float | None = None  # shutting down: no wait ends later than this
@@ -76,7 +79,7 @@ class ColdStart:
         self._typical_load: dict[str, float] = {}  # pool -> average load wait
 
     def queued(self) -> dict[str, int]:
-        return {pool: len(q) for pool, q in self._waiters.items()}
+        return {pool: len(q) for pool, q in self._waiters.items()}  # as Load.queued
 
     def waiting(self, pool: str) -> bool:
         return bool(self._waiters.get(pool))

@@ -27,6 +27,7 @@ from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart, ColdWait
 from gateway.pipeline.cost import CostMeter
+from gateway.pipeline.load import Load
 from gateway.pipeline.pools import Endpoint, Pool
 from gateway.pipeline.residency import Residency
 from gateway.pipeline.runtime import Runtime
@@ -39,17 +40,20 @@ T = TypeVar("T")
 class Proxy:
     def __init__(
         self, runtime: Runtime, upstream: Upstream, metrics: GatewayMetrics | None = None,
-        rng: Random | None = None, clock: Callable[[], float] = time.monotonic,
+        rng: Random | None = None, clock: Callable[[], float] = time.monotonic, *,
+        load: Load | None = None, coldstart: ColdStart | None = None,
+        cost: CostMeter | None = None, residency: Residency | None = None,
     ) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.metrics = metrics
         self._rng = rng or Random()
         self._clock = clock
-        self.in_flight: dict[str, int] = {}
-        self.coldstart: ColdStart | None = None  # set by the wiring
-        self.cost: CostMeter | None = None  # set by the wiring
-        self.residency: Residency | None = None  # set by the wiring (model-managed pools)
+        self.load = load or Load()
+        self.in_flight = self.load.in_flight  # model -> requests in flight (shared accounting)
+        self.coldstart = coldstart  # pools at zero hold requests here
+        self.cost = cost  # per-request charges
+        self.residency = residency  # model-managed pools
 
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""
