@@ -49,6 +49,10 @@ class GatewayMetrics:
         self.latency = Histogram(
             names.REQUEST_DURATION, "Time from request to full response",
             labels, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.first_byte = Histogram(
+            "servegate_time_to_first_byte_seconds",
+            "Streamed responses (generate_stream): time from request to the first body bytes",
+            ["model", "protocol"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.upstream_errors = Counter(
             "servegate_upstream_errors", "Transport failures talking to an endpoint, by kind",
             ["pool", "endpoint", "kind"], registry=self.registry)

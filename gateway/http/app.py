@@ -13,11 +13,12 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from contracts import is_version
 from contracts.cost import ANONYMOUS, SHADOW_TENANT
-from gateway.adapters.upstream import HOP_BY_HOP, Headers, UpstreamResponse
+from gateway.adapters.upstream import HOP_BY_HOP, Headers, UpstreamResponse, UpstreamStream
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from gateway.http.asgi import ClientGone, Scope, header, read_body, respond
 from gateway.http.control import Control
@@ -50,8 +51,9 @@ _OPEN_PATHS = ("/v2/health/", "/metrics", "/admin", "/openapi.json")
 # action -> the one method Triton accepts for it
 _MODEL_ACTIONS = {
     "infer": "POST", "": "GET", "ready": "GET", "config": "GET", "stats": "GET",
-    "generate": "POST",
+    "generate": "POST", "generate_stream": "POST",
 }
+_INFER_ACTIONS = ("infer", "generate", "generate_stream")
 
 
 def parse_model_path(rest: str) -> tuple[str, str, str] | None:
@@ -125,7 +127,7 @@ class GatewayApp:
         try:
             tenant = self._authenticate(scope)
             route = self.proxy.route(model, version)
-            infer = action in ("infer", "generate")
+            infer = action in _INFER_ACTIONS
             ticket = self.admission.admit(tenant, route, infer)
             if action == "stats":
                 await self.control.model_stats(send, route)
@@ -136,6 +138,10 @@ class GatewayApp:
             headers = self._forwarded_headers(scope)
             if ticket is not None and ticket.level and infer:
                 body, headers = self._with_priority(model, body, headers, ticket.level)
+            if action == "generate_stream":
+                await self._stream_call(scope, receive, send, route, headers, body, start,
+                                        tenant or ANONYMOUS)
+                return
             if route.split is not None:
                 await self._split_call(scope, send, route, action, headers, body, start,
                                        (tenant or ANONYMOUS) if infer else None)
@@ -164,6 +170,41 @@ class GatewayApp:
         self.metrics.observe(model, ep.address, "http", response.status,
                              time.perf_counter() - start)
 
+    async def _stream_call(self, scope: Scope, receive: Any, send: Any, route: Route,
+                           headers: Headers, body: bytes, start: float, charge: str) -> None:
+        """``generate_stream``: Triton's Server-Sent Events pass through as they arrive, never
+        buffered. A split model's variant is chosen as for infer (no shadow copy of a stream).
+        A client that goes away cancels the call upstream; a transfer that breaks after the
+        head was sent ends the stream with a V2 error event."""
+        target, variant = route, None
+        if route.split is not None:
+            decision = self.traffic.decide(route, _header_reader(scope))
+            target, variant = decision.route, decision.variant
+        cold = ColdWait(lambda: request_budget(scope, body))
+        relay = _Relay(send, route.model, variant, cold, start, self.metrics)
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_client_gone(receive, relay, task))
+        try:
+            response, ep = await self.proxy.forward_stream(
+                target, b"POST", model_path(target.model, target.version, "generate_stream"),
+                headers, body, relay, cold, charge)
+        except asyncio.CancelledError:
+            if not relay.gone or task.uncancel():
+                raise
+            raise ClientGone() from None
+        except Exception as exc:
+            if not relay.started:
+                raise
+            await relay.fail(exc)
+            self.metrics.observe(route.model, getattr(exc, "endpoint", ""), "http",
+                                 error_response(exc)[0], time.perf_counter() - start)
+            return
+        finally:
+            watcher.cancel()
+        self.metrics.observe(route.model, ep.address, "http", response.status,
+                             time.perf_counter() - start)
+
     def _authenticate(self, scope: Scope) -> str | None:
         """The calling tenant (``None`` with auth off); 401 without a valid key."""
         name = self.admission.auth_header()
@@ -190,12 +231,8 @@ class GatewayApp:
                           charge: str | None = None) -> None:
         """A call to a split model: the chosen variant answers, a shadow may get a copy
         (charged to the shadow target as tenant ``_shadow``, never to the caller)."""
-        def get(name: str) -> str | None:
-            raw = header(scope, name.encode())
-            return raw.decode("latin-1") if raw is not None else None
-
         if action in ("infer", "generate"):
-            decision = self.traffic.decide(route, get)
+            decision = self.traffic.decide(route, _header_reader(scope))
         else:  # metadata, readiness, config: the baseline variant describes the model
             split = route.split
             assert split is not None
@@ -243,6 +280,69 @@ class GatewayApp:
         self.traffic.stats.record(route.model, variant, response.status < 500, elapsed)
         self.metrics.observe_variant(route.model, variant, response.status, elapsed)
         self.metrics.observe(route.model, ep.address, "http", response.status, elapsed)
+
+
+class _Relay:
+    """Passes one streamed response on to the client (the ``relay`` of
+    :meth:`gateway.pipeline.proxy.Proxy.forward_stream`)."""
+
+    __slots__ = ("cold", "finished", "gone", "metrics", "model", "send", "start", "started",
+                 "variant")
+
+    def __init__(self, send: Any, model: str, variant: str | None, cold: ColdWait,
+                 start: float, metrics: GatewayMetrics) -> None:
+        self.send = send
+        self.model = model
+        self.variant = variant
+        self.cold = cold
+        self.start = start
+        self.metrics = metrics
+        self.started = self.finished = self.gone = False
+
+    async def __call__(self, stream: UpstreamStream) -> None:
+        headers = list(stream.headers)
+        if self.variant is not None:
+            headers.append((VARIANT_HEADER, self.variant.encode()))
+        if self.cold.waited_s:
+            headers.append((COLD_START_HEADER, str(round(self.cold.waited_s * 1000)).encode()))
+        await self.send({"type": "http.response.start", "status": stream.status,
+                         "headers": headers})
+        self.started = True
+        first = True
+        async for chunk in stream.chunks():
+            if first:
+                self.metrics.first_byte.labels(self.model, "http").observe(
+                    time.perf_counter() - self.start)
+                first = False
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        self.finished = True
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def fail(self, exc: BaseException) -> None:
+        """End a started stream with one V2 error event (the status line is already sent)."""
+        self.finished = True
+        await self.send({"type": "http.response.body",
+                         "body": b"data: " + error_response(exc)[2] + b"\n\n", "more_body": False})
+
+
+async def _client_gone(receive: Any, relay: _Relay, task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` (the streaming call) if the client disconnects before the stream ends
+    (the body was read already: the next message is the disconnect)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            if not relay.finished:
+                relay.gone = True
+                task.cancel()
+            return
+
+
+def _header_reader(scope: Scope) -> Callable[[str], str | None]:
+    def get(name: str) -> str | None:
+        raw = header(scope, name.encode())
+        return raw.decode("latin-1") if raw is not None else None
+
+    return get
 
 
 class _Tracked:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from random import Random
 from typing import TypeVar
 
-from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse
+from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse, UpstreamStream
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart, ColdWait
@@ -71,6 +71,26 @@ class Proxy:
         health = self.runtime.state.pools[route.pool].config.health
         return await self.call(route, _all_endpoints, send, cold,
                                _unhealthy_status if health.eject_on_5xx else None, charge)
+
+    async def forward_stream(
+        self, route: Route, method: bytes, target: bytes, headers: Headers, body: bytes,
+        relay: Callable[[UpstreamStream], Awaitable[None]], cold: ColdWait | None = None,
+        charge: str | None = None,
+    ) -> tuple[UpstreamResponse, Endpoint]:
+        """:meth:`forward` for a response that streams: ``relay`` gets the open stream and
+        passes it on; the endpoint counts the request as outstanding until the stream ends
+        (the answer returned has the head and no body)."""
+        async def send(ep: Endpoint) -> UpstreamResponse:
+            stream = await self.upstream.stream(
+                ep.host, ep.port, method, target, headers, body,
+                route.timeouts.connect_s, route.timeouts.read_s)
+            try:
+                await relay(stream)
+            finally:
+                stream.close()
+            return UpstreamResponse(stream.status, stream.headers, b"")
+
+        return await self.call(route, _all_endpoints, send, cold, None, charge)
 
     async def call(
         self, route: Route, endpoints_of: Callable[[Pool], Sequence[Endpoint]],

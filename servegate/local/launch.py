@@ -50,23 +50,32 @@ class _Loop:
                                         name="servegate-launcher")
         setattr(self._thread, LIVES_WITH_PROCESS, True)  # its children take the death signal
         self._thread.start()
-        self._held = asyncio.run_coroutine_threadsafe(self._hold(), self.loop)
+        self._hold_task: asyncio.Task[None] | None = None
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
         self.group = self._group.result(10)
         atexit.register(self.close)
 
-    def close(self) -> None:
-        """At exit: end the task group (its pumps) and the loop, so nothing is left pending.
-        Workers still running stop on their own (parent-death signal, parent watch)."""
-        self._held.cancel()
-        with contextlib.suppress(BaseException):
-            self._held.result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+    async def _start(self) -> None:
+        self._hold_task = asyncio.get_running_loop().create_task(self._hold())
 
     async def _hold(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._group.set_result(tg)
             await asyncio.Event().wait()  # for the life of the process
+
+    async def _shutdown(self) -> None:
+        if self._hold_task is not None:
+            self._hold_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._hold_task
+
+    def close(self) -> None:
+        """At exit: end the task group (its pumps) and the loop, so nothing is left pending.
+        Workers still running stop on their own (parent-death signal, parent watch)."""
+        with contextlib.suppress(BaseException):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
 
     @classmethod
     def get(cls) -> _Loop:

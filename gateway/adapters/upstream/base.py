@@ -8,6 +8,7 @@ sees a third-party exception.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,6 +29,22 @@ class UpstreamResponse:
     body: bytes
 
 
+class UpstreamStream(Protocol):
+    """A response whose body is read as it arrives (Server-Sent Events from ``generate_stream``).
+
+    ``chunks()`` yields body bytes in the order the endpoint sent them, and raises an
+    :class:`~gateway.errors.UpstreamError` if the transfer breaks or stalls; ``close()`` gives
+    the connection back when the body was read to its end, else aborts it.
+    """
+
+    status: int
+    headers: Headers
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
 class Upstream(Protocol):
     async def request(
         self, host: str, port: int, method: bytes, target: bytes, headers: Headers, body: bytes,
@@ -37,6 +54,14 @@ class Upstream(Protocol):
 
         ``headers`` must already be end-to-end only (no hop-by-hop, no Host or Content-Length).
         """
+        ...
+
+    async def stream(
+        self, host: str, port: int, method: bytes, target: bytes, headers: Headers, body: bytes,
+        connect_timeout: float, read_timeout: float,
+    ) -> UpstreamStream:
+        """Send one request and return once the response head arrived; the body streams.
+        ``read_timeout`` bounds the wait for the head and then each gap between chunks."""
         ...
 
     async def aclose(self) -> None: ...

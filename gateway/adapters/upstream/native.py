@@ -7,7 +7,9 @@ that (DESIGN.md). It does exactly what the gateway needs and nothing else:
 - one idle-connection pool per ``(host, port)``; a connection goes back to the pool only after a
   complete response that allows keep-alive; closed connections are dropped on the way out;
 - request bodies are written as given (Content-Length framing), responses are buffered whole
-  (Content-Length or chunked, decoded by httptools);
+  (Content-Length or chunked, decoded by httptools) - or, for :meth:`NativeUpstream.stream`
+  (``generate_stream``'s Server-Sent Events), handed on chunk by chunk as they arrive, reading
+  paused while the consumer is behind;
 - errors are translated here: connect failures -> :class:`UpstreamConnectError` (the request
   never left), a reset or unparsable response -> :class:`UpstreamBroken`, the read deadline ->
   :class:`UpstreamTimeout`. A connection that failed in any way is closed, never reused.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httptools
@@ -28,14 +31,16 @@ _HTTP11 = b" HTTP/1.1\r\nhost: "
 _CL = b"\r\ncontent-length: "
 _CRLF = b"\r\n"
 _COALESCE_MAX = 256 * 1024
+_PAUSE_AT = 64  # streamed chunks waiting for the consumer before reading pauses
+_RESUME_AT = 8
 
 
 class _Connection(asyncio.Protocol):
     """One TCP connection to an endpoint; carries one request at a time."""
 
     __slots__ = (
-        "_body", "_headers", "_parser", "_waiter", "closed", "endpoint", "keep_alive",
-        "status", "transport",
+        "_body", "_head", "_headers", "_parser", "_sink", "_waiter", "closed", "endpoint",
+        "keep_alive", "status", "transport",
     )
 
     def __init__(self, endpoint: str) -> None:
@@ -48,6 +53,10 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.closed = False
         self.keep_alive = True
+        # Streaming mode: the head goes to ``_head`` as soon as it is parsed, body chunks to
+        # ``_sink`` (None marks the end, an exception a broken transfer).
+        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._sink: asyncio.Queue[bytes | UpstreamError | None] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,6 +72,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._sink is not None:
+            self._stream_failed(UpstreamBroken(self.endpoint, "connection closed mid-stream"))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             detail = "connection closed before a complete response"
@@ -80,12 +91,29 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not head.done():
+                head.set_result(UpstreamResponse(self.status, self._headers, b""))
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        sink = self._sink
+        if sink is None:
+            self._body.append(body)
+            return
+        sink.put_nowait(body)
+        if sink.qsize() >= _PAUSE_AT and self.transport is not None:
+            self.transport.pause_reading()  # the consumer resumes it as it catches up
 
     def on_message_complete(self) -> None:
         self.keep_alive = self._parser.should_keep_alive()
+        sink = self._sink
+        if sink is not None:
+            self._sink = None
+            self._headers, self.status = [], 0
+            sink.put_nowait(None)
+            return
         waiter = self._waiter
         self._waiter = None
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -108,7 +136,23 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    def stream(self, data: bytes, head: asyncio.Future[UpstreamResponse],
+               sink: asyncio.Queue[bytes | UpstreamError | None]) -> None:
+        assert self.transport is not None
+        self._head, self._sink = head, sink
+        self.transport.write(data)
+
+    def _stream_failed(self, error: UpstreamError) -> None:
+        head, sink = self._head, self._sink
+        self._head = self._sink = None
+        if head is not None and not head.done():
+            head.set_exception(error)
+        elif sink is not None:
+            sink.put_nowait(error)
+
     def _fail(self, error: UpstreamError) -> None:
+        if self._sink is not None:
+            self._stream_failed(error)
         waiter = self._waiter
         self._waiter = None
         if waiter is not None and not waiter.done():
@@ -135,11 +179,7 @@ class NativeUpstream:
     ) -> UpstreamResponse:
         key = (host, port)
         conn = await self._acquire(key, connect_timeout)
-        head = [method, b" ", target, _HTTP11, host.encode(), b":", str(port).encode(),
-                _CL, str(len(body)).encode(), _CRLF]
-        for name, value in headers:
-            head += (name, b": ", value, _CRLF)
-        head.append(_CRLF)
+        head = _head(host, port, method, target, headers, body)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
         # One write, one syscall: copying a body is cheaper than a second send() for all but
@@ -160,6 +200,30 @@ class NativeUpstream:
             timer.cancel()
         self._release(key, conn)
         return response
+
+    async def stream(
+        self, host: str, port: int, method: bytes, target: bytes, headers: Headers, body: bytes,
+        connect_timeout: float, read_timeout: float,
+    ) -> _Stream:
+        key = (host, port)
+        conn = await self._acquire(key, connect_timeout)
+        loop = asyncio.get_running_loop()
+        head: asyncio.Future[UpstreamResponse] = loop.create_future()
+        sink: asyncio.Queue[bytes | UpstreamError | None] = asyncio.Queue()
+        data = b"".join(_head(host, port, method, target, headers, body))
+        conn.stream(data + body if len(body) <= _COALESCE_MAX else data, head, sink)
+        if len(body) > _COALESCE_MAX:
+            conn.send_more(body)
+        timer = loop.call_later(read_timeout, _expire, head, conn, read_timeout)
+        try:
+            response = await head
+        except BaseException:
+            conn.abort()
+            raise
+        finally:
+            timer.cancel()
+        return _Stream(response.status, response.headers, conn, sink, read_timeout,
+                       lambda: self._release(key, conn))
 
     async def _acquire(self, key: tuple[str, int], timeout: float) -> _Connection:
         idle = self._idle.get(key)
@@ -199,6 +263,63 @@ class NativeUpstream:
             while idle:
                 idle.pop().abort()
         self._idle.clear()
+
+
+def _head(host: str, port: int, method: bytes, target: bytes, headers: Headers,
+          body: bytes) -> list[bytes]:
+    head = [method, b" ", target, _HTTP11, host.encode(), b":", str(port).encode(),
+            _CL, str(len(body)).encode(), _CRLF]
+    for name, value in headers:
+        head += (name, b": ", value, _CRLF)
+    head.append(_CRLF)
+    return head
+
+
+class _Stream:
+    """A streamed response (:class:`gateway.adapters.upstream.base.UpstreamStream`)."""
+
+    __slots__ = ("_closed", "_conn", "_done", "_release", "_sink", "_timeout", "headers",
+                 "status")
+
+    def __init__(self, status: int, headers: Headers, conn: _Connection,
+                 sink: asyncio.Queue[bytes | UpstreamError | None], timeout: float,
+                 release: Callable[[], None]) -> None:
+        self.status = status
+        self.headers = headers
+        self._conn = conn
+        self._sink = sink
+        self._timeout = timeout
+        self._release = release
+        self._done = False  # the body was read to its end
+        self._closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        sink, conn = self._sink, self._conn
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    item = await sink.get()
+            except TimeoutError:
+                conn.abort()
+                raise UpstreamTimeout(conn.endpoint,
+                                      f"stream idle for {self._timeout:g}s") from None
+            if item is None:
+                self._done = True
+                return
+            if isinstance(item, UpstreamError):
+                raise item
+            if sink.qsize() <= _RESUME_AT and conn.transport is not None:
+                conn.transport.resume_reading()
+            yield item
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._done:
+            self._release()  # back to the pool (if the endpoint keeps it alive)
+        else:
+            self._conn.abort()  # an unread rest would put the connection out of sync
 
 
 def _expire(waiter: asyncio.Future[UpstreamResponse], conn: _Connection, after: float) -> None:

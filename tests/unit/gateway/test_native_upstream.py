@@ -750,3 +750,71 @@ async def test_request_in_flight_during_aclose_is_not_pooled(start: Start) -> No
     assert (await task).body == b"late"  # the in-flight request still completes
     assert up.idle_connections(HOST, server.port) == 0
     await wait_event(server.conns[0].peer_closed)
+
+
+# --------------------------------------------------------------------------------------------
+# streamed responses (generate_stream)
+# --------------------------------------------------------------------------------------------
+
+async def test_stream_hands_on_each_chunk_as_it_arrives_then_reuses_the_connection(
+        upstream: NativeUpstream, start: Start) -> None:
+    go_on = asyncio.Event()
+
+    async def handler(server: Server, conn: Conn) -> None:
+        while (req := await read_request(conn.reader)) is not None:
+            conn.requests.append(req)
+            conn.writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                              b"Content-Type: text/event-stream\r\n\r\n"
+                              b"8\r\ndata: 1\n\r\n")
+            await conn.writer.drain()
+            await go_on.wait()  # the second event exists only after the first was read
+            conn.writer.write(b"8\r\ndata: 2\n\r\n0\r\n\r\n")
+            await conn.writer.drain()
+
+    server = await start(handler)
+    stream = await upstream.stream(HOST, server.port, b"POST", b"/v2/models/m/generate_stream",
+                                   [], b"{}", DEADLINE, DEADLINE)
+    assert stream.status == 200
+    assert stream.headers == [(b"content-type", b"text/event-stream")]
+    chunks = stream.chunks()
+    assert await anext(chunks) == b"data: 1\n"
+    go_on.set()
+    assert [c async for c in chunks] == [b"data: 2\n"]
+    stream.close()
+    assert upstream.idle_connections(HOST, server.port) == 1
+    again = await call(upstream, server)  # the same connection serves the next request
+    assert again.status == 200 and server.accepted == 1
+
+
+async def test_a_stalled_stream_times_out_and_a_closed_one_is_never_reused(
+        upstream: NativeUpstream, start: Start) -> None:
+    async def handler(server: Server, conn: Conn) -> None:
+        req = await read_request(conn.reader)
+        assert req is not None
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwait\r\n")
+        await conn.writer.drain()
+        await wait_eof(conn)
+
+    server = await start(handler)
+    stream = await upstream.stream(HOST, server.port, b"POST", b"/", [], b"", DEADLINE, 0.2)
+    chunks = stream.chunks()
+    assert await anext(chunks) == b"wait"
+    with pytest.raises(UpstreamTimeout, match="idle"):
+        await anext(chunks)
+    stream.close()
+    assert upstream.idle_connections(HOST, server.port) == 0
+
+
+async def test_a_stream_left_unread_is_aborted(upstream: NativeUpstream, start: Start) -> None:
+    async def handler(server: Server, conn: Conn) -> None:
+        await read_request(conn.reader)
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n")
+        await conn.writer.drain()
+        await wait_eof(conn)
+
+    server = await start(handler)
+    stream = await upstream.stream(HOST, server.port, b"POST", b"/", [], b"", DEADLINE,
+                                   DEADLINE)
+    stream.close()  # the client went away before the end
+    await wait_event(server.conns[0].peer_closed)
+    assert upstream.idle_connections(HOST, server.port) == 0
