@@ -35,6 +35,8 @@ from router import NoEndpoint, UnknownModel
         ("m/config", ("m", "", "config")),
         ("m/stats", ("m", "", "stats")),
         ("m/generate", ("m", "", "generate")),
+        ("m/generate_stream", ("m", "", "generate_stream")),
+        ("m/versions/2/generate_stream", ("m", "2", "generate_stream")),
         ("m/versions/2/infer", ("m", "2", "infer")),
         ("m/versions/3", ("m", "3", "")),
         ("m/versions/12/ready", ("m", "12", "ready")),
@@ -62,7 +64,7 @@ def test_parse_model_path(rest: str, expected: tuple[str, str, str]) -> None:
         "m/nope",
         "m/INFER",
         "m/infer/extra",
-        "m/generate_stream",
+        "m/generate_stream/x",
         "m/trace/setting",
         "m/load",
         "m/versions",  # "versions" alone is not an action
