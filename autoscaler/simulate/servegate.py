@@ -37,6 +37,7 @@ class ServegatePolicy:
     name = "servegate"
     interval_s = 1.0
     wakes_on_arrival = True
+    metrics_delay_s = 2.0  # the gateways' 1 s stats, plus the actuation
 
     def __init__(self, spec: ScalerSpec) -> None:
         self.spec = spec
