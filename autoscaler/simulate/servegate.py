@@ -14,7 +14,11 @@ in 5 s, and the p99 SLO is the profile's.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from autoscaler.policy.decide import decide
+from autoscaler.policy.forecast import ForecastSpec
 from autoscaler.policy.spec import NO_DATA, Observation, ScalerSpec, ScalerState, Targets
 from autoscaler.policy.window import Window
 from autoscaler.simulate.model import LatencyView, SecondStats
@@ -22,15 +26,24 @@ from autoscaler.simulate.profile import PoolProfile
 
 RATE_UTILIZATION = 0.7
 QUEUE_DRAIN_S = 5.0
+BURST_ACCELERATION = 1.5
+WARMUP_S = 10.0
+SURVIVOR_P99_FRACTION = 0.8
+IDLE_GRACE_S = 30.0
 EPOCH = 1_700_000_000.0  # the simulated clock's epoch (schedules would read wall time)
 
 
-def sim_spec(profile: PoolProfile) -> ScalerSpec:
+def sim_spec(profile: PoolProfile, **overrides: Any) -> ScalerSpec:
     mu = profile.max_rate
-    return ScalerSpec(
+    horizon = profile.startup_s + ServegatePolicy.metrics_delay_s
+    spec = ScalerSpec(
         targets=Targets(rate_per_replica=RATE_UTILIZATION * mu,
                         queue_per_replica=QUEUE_DRAIN_S * mu),
-        min_replicas=0, max_replicas=profile.max_replicas, p99_slo_s=profile.slo_p99_s)
+        min_replicas=0, max_replicas=profile.max_replicas, p99_slo_s=profile.slo_p99_s,
+        forecast=ForecastSpec(horizon_s=horizon), burst_acceleration=BURST_ACCELERATION,
+        warmup_s=WARMUP_S, survivor_p99_fraction=SURVIVOR_P99_FRACTION,
+        scale_to_zero_grace_s=IDLE_GRACE_S)
+    return replace(spec, **overrides)
 
 
 class ServegatePolicy:

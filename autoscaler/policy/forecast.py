@@ -1,0 +1,122 @@
+"""Short-horizon forecast of a pool's arrival rate: trend plus a detected season. Pure.
+
+Where it sits: inside :func:`autoscaler.policy.decide`, which feeds it the panic-window
+arrival rate on every call and turns the forecast over the next start-up into a minimum
+(a replica asked for now is ready when that load arrives). Its memory travels in
+:class:`Forecast`, part of the decider's state: arrivals averaged per ``bucket_s`` bucket
+over the last ``history_s``.
+
+- **trend**: Holt's linear smoothing of the bucket means (level ``alpha``, trend ``beta``),
+  damped, counted only while rising and never projecting more than the level itself: it
+  anticipates ramps (a day's rise) without holding replicas after a burst has passed;
+- **season**: every ``period_check_s`` the history's autocorrelation is searched for a
+  period between ``min_period_s`` and a third of the history; one with a correlation of at least
+  ``min_correlation`` (three full cycles seen) makes the forecast also take what arrived
+  one period ago over the coming horizon - periodic batches and sessions are there before
+  their replicas are asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastSpec:
+    horizon_s: float  # how far ahead: the replicas' start-up plus the metrics' delay
+    bucket_s: float = 10.0
+    history_s: float = 3600.0
+    alpha: float = 0.3
+    beta: float = 0.1
+    damping: float = 0.9
+    min_period_s: float = 60.0
+    min_correlation: float = 0.6
+    period_check_s: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """What the forecaster remembers (returned, never mutated)."""
+
+    bucket_start: float | None = None
+    bucket_sum: float = 0.0
+    bucket_n: int = 0
+    history: tuple[float, ...] = ()
+    level: float | None = None
+    trend: float = 0.0  # per bucket
+    period: int | None = None  # in buckets
+    period_checked: float | None = None
+
+
+def update(spec: ForecastSpec, fc: Forecast, now: float, rate: float) -> Forecast:
+    """Add one rate sample at ``now``; close the bucket (and maybe look for a season)."""
+    if fc.bucket_start is None:
+        return replace(fc, bucket_start=now, bucket_sum=rate, bucket_n=1)
+    if now - fc.bucket_start < spec.bucket_s:
+        return replace(fc, bucket_sum=fc.bucket_sum + rate, bucket_n=fc.bucket_n + 1)
+    mean = fc.bucket_sum / max(fc.bucket_n, 1)
+    keep = max(1, round(spec.history_s / spec.bucket_s))
+    fc = _holt(spec, replace(fc, history=(*fc.history, mean)[-keep:]), mean)
+    fc = replace(fc, bucket_start=now, bucket_sum=rate, bucket_n=1)
+    if fc.period_checked is None or now - fc.period_checked >= spec.period_check_s:
+        fc = replace(fc, period=detect_period(spec, fc.history), period_checked=now)
+    return fc
+
+
+def _holt(spec: ForecastSpec, fc: Forecast, x: float) -> Forecast:
+    if fc.level is None:
+        return replace(fc, level=x, trend=0.0)
+    level = spec.alpha * x + (1 - spec.alpha) * (fc.level + spec.damping * fc.trend)
+    trend = spec.beta * (level - fc.level) + (1 - spec.beta) * spec.damping * fc.trend
+    return replace(fc, level=level, trend=trend)
+
+
+def detect_period(spec: ForecastSpec, history: tuple[float, ...]) -> int | None:
+    """The lag (in buckets) of the strongest autocorrelation, if strong enough."""
+    n = len(history)
+    lo = max(2, math.ceil(spec.min_period_s / spec.bucket_s))
+    if n < 2 * lo:
+        return None
+    mean = sum(history) / n
+    dev = [x - mean for x in history]
+    var = sum(d * d for d in dev)
+    if var <= 1e-9:
+        return None
+    best, best_r = None, spec.min_correlation
+    for lag in range(lo, n // 3 + 1):
+        r = sum(dev[i] * dev[i + lag] for i in range(n - lag)) / var
+        if r >= best_r:
+            best, best_r = lag, r
+    return best
+
+
+def trend_forecast(spec: ForecastSpec, fc: Forecast) -> float | None:
+    """Holt's damped projection ``horizon_s`` ahead while rising (at most 2 x the level).
+
+    None unless the trend is up: a falling or flat load is the signals' business (the
+    smoothed level would only hold replicas after a burst has passed).
+    """
+    if fc.level is None or fc.trend <= 0:
+        return None
+    steps = spec.horizon_s / spec.bucket_s
+    d = spec.damping
+    gain = steps if d >= 1 else d * (1 - d**steps) / (1 - d)
+    return fc.level + min(fc.level, fc.trend * gain)
+
+
+def seasonal_forecast(spec: ForecastSpec, fc: Forecast) -> float | None:
+    """The most that arrived one period ago over the coming horizon (None: no season)."""
+    if fc.period is None or len(fc.history) < fc.period:
+        return None
+    ahead = math.ceil(spec.horizon_s / spec.bucket_s) + 1
+    start = len(fc.history) - fc.period
+    window = fc.history[start:start + ahead]
+    return max(window) if window else None
+
+
+def forecast(spec: ForecastSpec, fc: Forecast) -> float | None:
+    """The rate to be ready for over the next ``horizon_s``: trend and season, the larger."""
+    parts = [v for v in (trend_forecast(spec, fc), seasonal_forecast(spec, fc))
+             if v is not None]
+    return max(parts) if parts else None
