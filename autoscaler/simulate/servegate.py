@@ -7,9 +7,12 @@ collector it records each second's gateway signals (in-flight, arrivals, queued)
 the completed requests' latency histogram (fleet-wide, as the gateway histograms give it).
 
 :func:`sim_spec` derives the spec from the pool profile as an operator would from a load
-test: the arrival-rate target is 80% of a replica's full-batch throughput, in-flight targets a
-replica's concurrency (instances x max batch), queued requests target what a replica drains
-in 5 s, and the p99 SLO is the profile's.
+test: the arrival-rate target is 75% of a replica's full-batch throughput, queued requests
+target what a replica drains in 5 s, the p99 SLO is the profile's; the forecast looks one
+start-up (plus the metrics' delay) ahead, a burst is arrivals 1.5x faster in the panic window
+than in the stable one with a growing queue, new replicas warm up 10 s, survivors keep the
+p99 under 80% of the SLO, and an idle pool goes to zero after 30 s. Its metrics arrive
+``metrics_delay_s`` late (the gateways' 1 s stats plus the actuation).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from autoscaler.policy.window import Window
 from autoscaler.simulate.model import LatencyView, SecondStats
 from autoscaler.simulate.profile import PoolProfile
 
-RATE_UTILIZATION = 0.7
+RATE_UTILIZATION = 0.75
 QUEUE_DRAIN_S = 5.0
 BURST_ACCELERATION = 1.5
 WARMUP_S = 10.0
