@@ -116,7 +116,23 @@ def table(name: str, trace: dict[str, Score], seconds: int,
             rows.append(f"  front {fam}: " + ", ".join(
                 f"{p.slo_violation_s}/{p.replica_s}" for p in pts) + "  (viol s/replica-s)")
     rows += [f"  [{'met ' if ok else 'MISS'}] {text}" for text, ok in verdicts(trace, front)]
+    beaten = oracle_beaten_by(trace, front)
+    rows.append(f"  [{'ok  ' if not beaten else 'BUG '}] the oracle is a bound: no policy "
+                "or front point has as few violation-s at less cost"
+                + (f" ({', '.join(beaten)})" if beaten else ""))
     return "\n".join(rows)
+
+
+def oracle_beaten_by(trace: dict[str, Score],
+                     front: Mapping[str, Sequence[Point]] | None = None) -> list[str]:
+    """Who has no more violation-seconds than the oracle and fewer replica-seconds."""
+    o = trace["oracle"]
+    named = [(p, s["slo_violation_s"], s["replica_s"]) for p, s in trace.items()
+             if p != "oracle"]
+    named += [(p.family, p.slo_violation_s, p.replica_s)
+              for pts in (front or {}).values() for p in pts]
+    return [name for name, v, c in named
+            if v <= o["slo_violation_s"] and c < o["replica_s"]]
 
 
 def _pyplot() -> Any:

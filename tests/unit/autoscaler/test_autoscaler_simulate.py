@@ -32,6 +32,7 @@ from autoscaler.simulate.model import (
 from autoscaler.simulate.oracle import lead_s, oracle, plan_ahead
 from autoscaler.simulate.paired import interval, summarize
 from autoscaler.simulate.profile import BUILTIN_TRACES, PoolProfile
+from autoscaler.simulate.report import dominated_by, oracle_beaten_by, verdicts
 from autoscaler.simulate.runner import named_jobs, run_job
 from gateway.cli import main as servegate
 
@@ -425,3 +426,19 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     csv.write_text("0\n1\n")
     assert servegate(["simulate", "--trace-csv", str(csv), "--max-batch", "0"]) == 2
     assert servegate(["simulate", "--trace-csv", str(csv), "--scale", "0"]) == 2
+
+
+def test_report_names_whatever_beats_the_oracle_and_dominates_servegate() -> None:
+    def sc(viol: int, cost: int) -> dict[str, object]:
+        return {"slo_violation_s": viol, "replica_s": cost, "requests_over_slo_pct": 0.0}
+
+    trace = {"servegate": sc(10, 500), "hpa": sc(20, 400), "keda": sc(30, 450),
+             "kpa": sc(50, 2000), "oracle": sc(0, 300)}
+    assert oracle_beaten_by(trace) == []
+    front = {"hpa": [pt(0, 250), pt(5, 450)]}
+    assert oracle_beaten_by(trace, front) == ["hpa"]
+    assert [(p.slo_violation_s, p.replica_s) for p in dominated_by(trace["servegate"], front)] \
+        == [(0, 250), (5, 450)]
+    met = dict((text.split(" (")[0], ok) for text, ok in verdicts(trace, front))
+    assert met["SLO-violation s <= hpa and keda"] and not met["replica-s < hpa and keda"]
+    assert not met["not Pareto-dominated by any front point"]
