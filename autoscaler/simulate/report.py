@@ -205,10 +205,11 @@ def plot_front(name: str, trace: dict[str, Score], points: Sequence[Point],
                    zorder=5, label=f"{p}{'' if p in ('servegate', 'oracle') else ' default'}")
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=10)
+    ax.set_ylim(bottom=-0.5)
     ax.set_xlabel("replica-seconds (cost)")
     ax.set_ylabel("SLO-violation seconds")
     ax.set_title(f"trace {name}: Pareto fronts (lower left is better)")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path = out_dir / f"{name}-fronts.png"
     fig.savefig(path, dpi=110)
