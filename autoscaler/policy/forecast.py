@@ -9,17 +9,19 @@ over the last ``history_s``.
 - **trend**: Holt's linear smoothing of the bucket means (level ``alpha``, trend ``beta``),
   damped, counted only while rising and never projecting more than the level itself: it
   anticipates ramps (a day's rise) without holding replicas after a burst has passed;
-- **season**: every ``period_check_s`` the history's autocorrelation is searched for a
-  period between ``min_period_s`` and a third of the history; one with a correlation of at least
-  ``min_correlation`` (three full cycles seen) makes the forecast also take what arrived
-  one period ago over the coming horizon - periodic batches and sessions are there before
-  their replicas are asked for.
+- **season**: every ``period_check_s`` each lag between ``min_period_s`` and a quarter of the
+  history is tried: do the last three cycles repeat the three before (a correlation of the
+  changes of the rate's logarithm, so that neither a ramp nor one flash crowd passes for a
+  season, of at least ``min_correlation``)? The best such period makes the forecast also
+  take what arrived one period ago over the coming horizon - periodic batches and sessions
+  are there before their replicas are asked for.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from itertools import pairwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,22 +75,44 @@ def _holt(spec: ForecastSpec, fc: Forecast, x: float) -> Forecast:
 
 
 def detect_period(spec: ForecastSpec, history: tuple[float, ...]) -> int | None:
-    """The lag (in buckets) of the strongest autocorrelation, if strong enough."""
+    """The lag (in buckets) whose last three cycles best repeat the three before, if enough.
+
+    Per lag ``L``: the Pearson correlation of the last ``3L`` buckets with the ``3L`` one lag
+    earlier, on the bucket-to-bucket changes of the rate's logarithm (a ramp correlates with
+    itself at any lag; its changes hardly), among the lags over whose last three cycles the
+    rate swings by at least its mean; the best at or above ``min_correlation`` wins.
+    Recent cycles only, so a pattern that starts mid-history is found.
+    """
     n = len(history)
     lo = max(2, math.ceil(spec.min_period_s / spec.bucket_s))
-    if n < 2 * lo:
-        return None
-    mean = sum(history) / n
-    dev = [x - mean for x in history]
-    var = sum(d * d for d in dev)
-    if var <= 1e-9:
-        return None
+    logs = [math.log1p(max(x, 0.0)) for x in history]  # one huge event does not drown it
+    steps = [b - a for a, b in pairwise(logs)]  # a trend is no season
+    n = len(steps)
     best, best_r = None, spec.min_correlation
-    for lag in range(lo, n // 3 + 1):
-        r = sum(dev[i] * dev[i + lag] for i in range(n - lag)) / var
-        if r >= best_r:
+    for lag in range(lo, n // 4 + 1):
+        if not _swings(history[-3 * lag:]):
+            continue
+        seg = steps[n - 4 * lag:]
+        r = _pearson(seg[lag:], seg[:-lag])
+        if r is not None and r >= best_r:
             best, best_r = lag, r
     return best
+
+
+def _swings(values: tuple[float, ...]) -> bool:
+    """The load moves by at least its own mean: a pattern worth forecasting."""
+    mean = sum(values) / len(values)
+    return mean > 0 and max(values) - min(values) >= mean
+
+
+def _pearson(a: list[float], b: list[float]) -> float | None:
+    n = len(a)
+    ma, mb = sum(a) / n, sum(b) / n
+    da, db = [x - ma for x in a], [y - mb for y in b]
+    va, vb = sum(x * x for x in da), sum(y * y for y in db)
+    if va <= 1e-9 or vb <= 1e-9:
+        return None
+    return sum(x * y for x, y in zip(da, db, strict=True)) / math.sqrt(va * vb)
 
 
 def trend_forecast(spec: ForecastSpec, fc: Forecast) -> float | None:

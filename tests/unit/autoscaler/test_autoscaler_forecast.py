@@ -70,6 +70,14 @@ def test_periodic_batches_are_found_and_forecast_before_they_come() -> None:
     assert forecast(FSPEC, fc) == 900.0
 
 
+def test_a_pattern_after_a_flash_crowd_is_found_and_a_ramp_is_no_season() -> None:
+    flash = [0.0] * 300 + [2000.0] * 120 + [0.0] * 480
+    series = flash + [600.0 if t % 240 < 30 else 0.0 for t in range(900)]
+    assert feed(series).period == 24  # 240 s: the crowd, 10x the batches, does not drown it
+    ramp = tuple(100.0 + 2.0 * i for i in range(360))
+    assert detect_period(FSPEC, ramp) is None
+
+
 def test_noise_and_short_histories_have_no_season() -> None:
     noisy = tuple(100.0 + 50.0 * math.sin(i * i) for i in range(200))
     assert detect_period(FSPEC, noisy) is None
