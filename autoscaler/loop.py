@@ -13,6 +13,12 @@ and an unexpected error in one ends the whole group (no orphaned loop keeps runn
 - :meth:`Controller.activate` is the gateway's activation (HTTP or Redis): it marks the pool
   active in the collector and wakes its loop, so the decision and the actuator call follow
   within milliseconds, not at the next tick, and without waiting for a scrape.
+- :meth:`Controller.floors` is the planning step over all pools: for every model with a
+  traffic split, the replicas it needs in all (the sum of its variant pools' own signal
+  proposals at their last decisions) go through :func:`~autoscaler.policy.plan_split`, and
+  the highest floor per pool (:func:`~autoscaler.policy.merge_floors`) joins that pool's
+  :class:`~autoscaler.policy.Observation` as ``floors``: a canary's pool starts before
+  traffic shifts to it, and the stable pool is not reduced until the canary's is ready.
 - Each pool keeps its last ``history`` decisions for ``GET /status``.
 
 Time: ``clock()`` gives epoch seconds (what the policy's schedules need); ``ticker.wait``
@@ -26,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
@@ -34,7 +40,16 @@ from autoscaler.actuators.base import Actuator, ReadyCounter
 from autoscaler.collector import Collector
 from autoscaler.errors import ActuatorError, SignalError
 from autoscaler.metrics import AutoscalerMetrics
-from autoscaler.policy import Decision, Floor, ScalerSpec, ScalerState, decide
+from autoscaler.policy import (
+    Decision,
+    Floor,
+    ScalerSpec,
+    ScalerState,
+    Variant,
+    decide,
+    merge_floors,
+    plan_split,
+)
 from autoscaler.policy.fallback import LossState, fallback_floor, track_loss
 
 log = logging.getLogger(__name__)
@@ -93,8 +108,10 @@ class Controller:
                  actuator: Actuator, *, clock: Clock, ticker: Ticker | None = None,
                  tick_s: float = 1.0, scrape_s: float = 1.0, history: int = 50,
                  leader: Callable[[], bool] | None = None,
-                 metrics: AutoscalerMetrics | None = None) -> None:
+                 metrics: AutoscalerMetrics | None = None,
+                 splits: Mapping[str, Sequence[Variant]] | None = None) -> None:
         self.specs = dict(specs)
+        self.splits = {m: [v for v in vs if v.pool in specs] for m, vs in (splits or {}).items()}
         self.collector = collector
         self.actuator = actuator
         self.clock = clock
@@ -166,8 +183,11 @@ class Controller:
             return self._failed(pool, now, exc, leader)
         obs = self.collector.observe(pool, now, current, ready)
         floors = self._fallback_floors(pool)
+        floor = self.floors().get(pool)
+        if floor is not None:
+            floors = (*floors, floor)
         if floors:
-            obs = replace(obs, floors=obs.floors + floors)
+            obs = replace(obs, floors=(*obs.floors, *floors))
         decision, status.state = decide(self.specs[pool], obs, status.state, now)
         self._track_loss(pool, ready, decision.desired)
         acted, error = False, None
@@ -237,6 +257,22 @@ class Controller:
                                 "cannot read the pool's size", False, False, leader, str(exc))
         self.pools[pool].history.append(record)
         return record
+
+    # ---------------------------------------------------------------- split planning
+    def floors(self) -> dict[str, Floor]:
+        """Per pool, the highest floor the split plans ask for (from the last decisions)."""
+        plans = []
+        for model, variants in self.splits.items():
+            pools = {v.pool for v in variants}
+            lasts = {p: self.pools[p].last for p in pools}
+            known = {p: r for p, r in lasts.items() if r is not None}
+            if not known:
+                continue
+            total = sum(max(r.signals.values(), default=r.desired) for r in known.values())
+            plans.append(plan_split(model, total, variants,
+                                    ready={p: r.ready for p, r in known.items()},
+                                    current={p: r.current for p, r in known.items()}))
+        return merge_floors(plans)
 
     # ---------------------------------------------------------------- status
 

@@ -41,7 +41,7 @@ from autoscaler.errors import AutoscalerError, KubernetesError, SetupError
 from autoscaler.loop import Controller, RealTicker, Ticker
 from autoscaler.metrics import AutoscalerMetrics
 from autoscaler.policy import ScalerSpec
-from autoscaler.settings import pool_specs
+from autoscaler.settings import pool_specs, split_variants
 from autoscaler.signals.gateway import PoolMap
 from autoscaler.signals.triton import metrics_endpoints
 from autoscaler.status import EndpointSource, StatusServer, create_app
@@ -138,7 +138,7 @@ class Autoscaler:
             self.specs, self._collector(http), self.actuator, clock=self.clock,
             ticker=self.ticker, tick_s=self.auto.controller.tick_s,
             scrape_s=self.auto.signals.scrape_interval_s, history=self.auto.controller.history,
-            leader=leader, metrics=self.metrics)
+            leader=leader, metrics=self.metrics, splits=split_variants(self.config))
         app = create_app(self.controller, self.settings.actuator, self.endpoints)
         try:
             status = await self._stack.enter_async_context(

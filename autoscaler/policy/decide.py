@@ -17,7 +17,10 @@ The steps, each a small function, in order:
    ``p99_window_s`` ago (its effect is not in the measured p99 yet), or nothing is waiting
    (fewer queued requests than ready replicas: more replicas would not lower the latency),
    or the queue is draining (panic-window queue below the stable-window queue).
-3. **panic** - Knative's: entered when the panic window needs ``panic_threshold`` x the ready
+3. **burst** (``burst_acceleration``) - the panic-window arrival rate a multiple of the
+   stable one, or the queue doubling between the windows: size for the rate projected
+   ``burst_projection`` of the rise further up (the queue signal drains the backlog).
+   **panic** - Knative's: entered when the panic window needs ``panic_threshold`` x the ready
    replicas, extended while it does, left a full stable window later; it never scales down.
 4. **missing signals** - any configured signal without data forbids scaling down (HPA's rule).
 5. **stabilization** - scale-down takes the highest recommendation in the window (a
@@ -25,8 +28,13 @@ The steps, each a small function, in order:
    The window is short (``scale_down_stabilization_s``) until a scale-up takes back most of a
    large recent scale-down - load comes in bursts - and then ``max_`` long (HPA's 300 s)
    until no such flap for twice that.
+   **survivors** - no scale-down while replicas start or warm up (``warmup_s`` after), while
+   the p99 is above ``survivor_p99_fraction`` of the SLO, nor below what the current arrival
+   rate needs within the tolerance: the replicas that stay must hold the SLO at today's load.
 6. **rate limits** - per direction, from the size at the start of the period (HPA behavior).
-7. **bounds** - min/max, schedule minimums, external floors (split planning).
+7. **bounds** - min/max, schedule minimums, external floors, and the **forecast** minimum
+   (``forecast``: the arrival rate expected over the next start-up, trend and season, see
+   :mod:`autoscaler.policy.forecast`, over the rate target).
 8. **zero** - to zero only after ``scale_to_zero_grace_s`` with no arrivals, no in-flight and
    nothing queued; from zero to at least one on the first arrival. An activation
    (``Observation.activated``: a request waits while nothing is ready) is an arrival, and
@@ -38,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
+from autoscaler.policy.forecast import Forecast, forecast, update
 from autoscaler.policy.schedule import schedule_floor
 from autoscaler.policy.spec import (
     Decision,
@@ -195,6 +204,56 @@ def panic_step(spec: ScalerSpec, obs: Observation, state: ScalerState, now: floa
     return desired, _Panic(since, last_over, desired)
 
 
+def burst_desired(spec: ScalerSpec, obs: Observation, desired: int, notes: _Notes) -> int:
+    """Arrivals accelerating or the queue growing: size for where the rise is going."""
+    target, accel = spec.targets.rate_per_replica, spec.burst_acceleration
+    rate, queued = obs.arrival_rate, obs.queued
+    if target is None or accel is None or not has_value(rate.panic) or \
+            not has_value(rate.stable):
+        return desired
+    rising = rate.panic >= accel * rate.stable and rate.panic > 0.5 * target
+    growing = has_value(queued.panic) and has_value(queued.stable) and \
+        queued.panic > 2 * queued.stable and \
+        queued.panic > 0.1 * target * max(obs.ready_replicas, 1)
+    if not (rising and growing):
+        return desired
+    projected = rate.panic + spec.burst_projection * max(rate.panic - rate.stable, 0.0)
+    want = math.ceil(projected / target - _EPS)
+    if want > desired:
+        notes.dominant = "burst"
+        notes.text.append(f"burst: {rate.stable:.0f} -> {rate.panic:.0f} req/s"
+                          f"{', queue growing' if growing else ''}: {want}")
+        return want
+    return desired
+
+
+def survivors(spec: ScalerSpec, obs: Observation, state: ScalerState, now: float,
+              desired: int, notes: _Notes) -> int:
+    """Keep the replicas whose removal would leave the survivors over the SLO."""
+    current = obs.current_replicas
+    if desired >= current:
+        return desired
+    warming = spec.warmup_s > 0 and (current > obs.ready_replicas or (
+        state.last_pending_up is not None and now - state.last_pending_up < spec.warmup_s))
+    if warming:
+        notes.clip("warmup", f"replicas starting or warming up ({spec.warmup_s:g}s): keep")
+        return current
+    slo, p99 = spec.p99_slo_s, obs.p99_s
+    if slo is not None and has_value(p99) and p99 > spec.survivor_p99_fraction * slo:
+        notes.clip("survivors", f"p99 {p99:.3g}s near the SLO: no scale-down")
+        return current
+    target = spec.targets.rate_per_replica
+    demand = windowed_demand(obs.arrival_rate)
+    if target is None or not has_value(demand):
+        return desired
+    need = math.ceil(demand / (target * (1 + spec.tolerance)) - _EPS)
+    if need > desired:
+        kept = min(need, current)
+        notes.clip("survivors", f"{demand:.0f} req/s needs {need}: keep {kept}")
+        return kept
+    return desired
+
+
 # --------------------------------------------------------------------------------------------
 # 5-6. stabilization and rate limits
 # --------------------------------------------------------------------------------------------
@@ -203,9 +262,10 @@ def _lasting(desired: int, proposals: dict[str, int], dominant: str) -> int:
     """The part of a recommendation the stabilization window remembers.
 
     A queue backlog is transient demand: once drained its replicas are not needed, so a
-    recommendation set by the queue signal is remembered as the other signals' proposal.
+    recommendation set by the queue signal (or a burst's projection, or a p99 boost) is
+    remembered as the other signals' proposal.
     """
-    if dominant != "queue":
+    if dominant not in ("queue", "burst", "p99"):
         return desired
     return max((v for k, v in proposals.items() if k != "queue"), default=0)
 
@@ -286,9 +346,12 @@ def rate_limit(spec: ScalerSpec, current: int, events: tuple[tuple[float, int], 
 # 7-8. bounds, scale to zero, activation
 # --------------------------------------------------------------------------------------------
 
-def lower_bound(spec: ScalerSpec, obs: Observation, now: float) -> tuple[int, str, str]:
+def lower_bound(spec: ScalerSpec, obs: Observation, now: float,
+                predicted: int = 0) -> tuple[int, str, str]:
     """The highest minimum at ``now``: (replicas, clip name, note)."""
     best = (spec.min_replicas, "min", f"min {spec.min_replicas}")
+    if predicted > best[0]:
+        best = (predicted, "forecast", f"forecast: min {predicted}")
     sched, label = schedule_floor(spec.schedules, now)
     if sched > best[0]:
         best = (sched, "schedule", f"schedule {label}: min {sched}")
@@ -299,8 +362,8 @@ def lower_bound(spec: ScalerSpec, obs: Observation, now: float) -> tuple[int, st
 
 
 def bound(spec: ScalerSpec, obs: Observation, now: float, desired: int,
-          notes: _Notes) -> tuple[int, int]:
-    lower, name, note = lower_bound(spec, obs, now)
+          notes: _Notes, predicted: int = 0) -> tuple[int, int]:
+    lower, name, note = lower_bound(spec, obs, now, predicted)
     if desired < lower:
         notes.clip(name, note)
         desired = lower
@@ -308,6 +371,19 @@ def bound(spec: ScalerSpec, obs: Observation, now: float, desired: int,
         notes.clip("max", f"max {spec.max_replicas}")
         desired = spec.max_replicas
     return desired, lower
+
+
+def forecast_floor(spec: ScalerSpec, obs: Observation,
+                   fc: Forecast, now: float) -> tuple[int, Forecast]:
+    """Feed the forecaster; the replicas its forecast needs (0 without one)."""
+    target, rate = spec.targets.rate_per_replica, obs.arrival_rate.panic
+    if spec.forecast is None or target is None or not has_value(rate):
+        return 0, fc
+    fc = update(spec.forecast, fc, now, rate)
+    predicted = forecast(spec.forecast, fc)
+    if predicted is None:
+        return 0, fc
+    return math.ceil(predicted / target - _EPS), fc
 
 
 def activity(obs: Observation) -> bool | None:
@@ -362,6 +438,7 @@ def decide(spec: ScalerSpec, obs: Observation, state: ScalerState,
 
     notes.dominant, desired = max(proposals.items(), key=lambda kv: kv[1])
     desired = slo_boost(spec, obs, state, now, desired, notes)
+    desired = burst_desired(spec, obs, desired, notes)
     recs = (*_recent(state.recommendations, now, spec.max_scale_down_stabilization_s),
             (now, _lasting(desired, proposals, notes.dominant)))
     desired, panic = panic_step(spec, obs, state, now, desired, notes)
@@ -370,8 +447,11 @@ def decide(spec: ScalerSpec, obs: Observation, state: ScalerState,
         desired = current
     window = stabilization_window(spec, state, now)
     desired = stabilize(window, current, _recent(recs, now, window), desired, notes)
+    desired = survivors(spec, obs, state, now, desired, notes)
     desired = rate_limit(spec, current, state.events, now, desired, notes)
-    desired, lower = bound(spec, obs, now, desired, notes)
+    predicted, fc = forecast_floor(spec, obs, state.forecast, now)
+    state = replace(state, forecast=fc)
+    desired, lower = bound(spec, obs, now, desired, notes, predicted)
     desired = zero_gate(spec, obs, last_active, now, panic.since is not None, lower, desired,
                         notes)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
+from autoscaler.policy.forecast import Forecast, ForecastSpec
 from autoscaler.policy.schedule import ScheduleWindow
 
 
@@ -119,6 +120,17 @@ class ScalerSpec:
     gpus_per_replica: float = 1.0
     # The pool surged for the replicas this one loses to interruptions (policy/fallback.py).
     fallback_pool: str | None = None
+    # A minimum from the arrival-rate forecast over the next start-up (needs a rate target).
+    forecast: ForecastSpec | None = None
+    # Burst: the panic-window arrival rate this many times the stable one (or the queue
+    # doubling between the windows) sizes for the rate projected ``burst_projection`` of the
+    # rise further (None: off).
+    burst_acceleration: float | None = None
+    burst_projection: float = 0.5
+    # No scale-down while replicas start or within this long after (new replicas warm up),
+    # nor while the p99 is above ``survivor_p99_fraction`` of the SLO.
+    warmup_s: float = 0.0
+    survivor_p99_fraction: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +183,8 @@ class ScalerState:
     ``recommendations`` ``(time, replicas)`` for the scale-down stabilization window,
     ``last_pending_up`` the last time a scale-up was asked for or still starting.
     ``stabilization_s`` is the scale-down window in use (None: the spec's),
-    ``last_down`` the last scale-down ``(time, from, to)``, ``last_flap`` when one was taken back.
+    ``last_down`` the last scale-down ``(time, from, to)``, ``last_flap`` when one was taken back,
+    ``forecast`` the arrival-rate forecaster's memory.
     """
 
     panic_since: float | None = None
@@ -184,6 +197,7 @@ class ScalerState:
     stabilization_s: float | None = None
     last_down: tuple[float, int, int] | None = None
     last_flap: float | None = None
+    forecast: Forecast = field(default=Forecast())
 
 
 def sum_available(*readings: Reading) -> Reading:

@@ -3,12 +3,13 @@
 No numpy here: the ``servegate`` parser reads these defaults in every process.
 
 Where it sits: the parameters of :mod:`autoscaler.simulate.model`, set from
-``servegate simulate``'s flags for a CSV trace; the built-in traces use the defaults.
+``servegate simulate``'s flags, for every trace (built-in and CSV).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # The built-in traces (autoscaler.simulate.traces builds them; named here for the CLI).
 BUILTIN_TRACES = ("step", "diurnal", "bursty", "sporadic")
@@ -26,6 +27,8 @@ class PoolProfile:
     timeout_s: float = 30.0
     slo_p99_s: float = 0.5
     max_replicas: int = 50
+    startup_cv: float = 0.25  # start-up time: lognormal around startup_s, this spread
+    service_cv: float = 0.08 # service time: each replica's speed, and batch to batch
 
     @property
     def concurrency(self) -> int:
@@ -38,4 +41,8 @@ class PoolProfile:
         return self.instances * self.max_batch / self.batch_time(self.max_batch)
 
     def batch_time(self, batch: float) -> float:
+        return self.batch_fixed_s + self.batch_item_s * batch
+
+    def batch_time_v(self, batch: Any) -> Any:
+        """:meth:`batch_time` of a numpy array (element-wise)."""
         return self.batch_fixed_s + self.batch_item_s * batch

@@ -11,7 +11,7 @@ from autoscaler.actuators.base import ExportedActuator
 from autoscaler.collector import Collector
 from autoscaler.errors import ActuatorError
 from autoscaler.loop import Controller
-from autoscaler.policy import ScalerSpec, Targets
+from autoscaler.policy import ScalerSpec, Targets, Variant
 from autoscaler.signals.gateway import GatewayCollector
 from autoscaler.signals.promtext import parse
 from contracts.gatewaystats import GatewayStats, ModelCounters
@@ -293,3 +293,25 @@ async def test_tee_actuator_tells_the_mirror_every_decision() -> None:
     await tee.scale("p", 2)
     assert await tee.current("p") == 2 and await mirror.current("p") == 2
     assert await tee.ready("p") == 2
+
+
+async def test_split_planning_feeds_each_variant_pool_a_floor() -> None:
+    gw = FakeGateways()
+    clock = Clock()
+    specs = {"cpu": SPEC, "canary": SPEC}
+    actuator = FakeActuator({"cpu": 1, "canary": 0})
+    split = {"m": [Variant("cpu", 50.0, stable=True), Variant("canary", 50.0)]}
+    c = Controller(specs, Collector(specs, gw, stale_after_s=10.0), actuator, clock=clock,
+                   ticker=ManualTicker(), splits=split)
+    assert c.floors() == {}  # no decision yet: nothing to plan from
+    gw.in_flight = 24.0  # the model's demand, all on the stable pool so far: 6 replicas
+    for _ in range(3):
+        gw.requests += 10
+        await tick(c, clock)
+    assert actuator.size["cpu"] == 6
+    await c.step("canary")  # its own signals know nothing yet; the plan gives half of 6
+    assert actuator.size["canary"] == 3
+    assert c.pools["canary"].last is not None
+    assert "split m" in c.pools["canary"].last.reason
+    alone = build(0)[0]
+    assert alone.floors() == {}
