@@ -78,6 +78,15 @@ class ColdStart:
         self._load_started: dict[tuple[str, str], float] = {}
         self._typical_load: dict[str, float] = {}  # pool -> average load wait
 
+    def _limit(self, max_wait_s: float, budget_s: float | None,
+               now: float) -> tuple[float, bool]:
+        """How long a request may wait: the pool's ``max_wait_s``, the request's own budget,
+        and, while shutting down, the drain deadline (then ``True``)."""
+        limit = max_wait_s if budget_s is None else min(budget_s, max_wait_s)
+        if self._drain_at is not None and self._drain_at - now < limit:
+            return max(self._drain_at - now, 0.0), True
+        return limit, False
+
     def queued(self) -> dict[str, int]:
         return {pool: len(q) for pool, q in self._waiters.items()}  # as Load.queued
 
@@ -108,11 +117,7 @@ class ColdStart:
         if len(queue) >= cfg.max_queue:
             raise Unavailable(f"pool '{pool_name}' is starting and its queue is full "
                               f"({cfg.max_queue} waiting)", retry)
-        limit = cfg.max_wait_s if budget_s is None else min(budget_s, cfg.max_wait_s)
-        draining = self._drain_at is not None and self._drain_at - now < limit
-        if draining:
-            assert self._drain_at is not None
-            limit = max(self._drain_at - now, 0.0)
+        limit, draining = self._limit(cfg.max_wait_s, budget_s, now)
         if (predicted is not None and limit < predicted) or (draining and limit <= 0):
             if draining:
                 raise self._shutting_down(pool_name, retry)
@@ -214,13 +219,9 @@ class ColdStart:
         if len(queue) >= cfg.max_queue:
             raise Unavailable(f"model '{model}' is loading and its queue is full "
                               f"({cfg.max_queue} waiting)", retry)
-        limit = cfg.max_wait_s if budget_s is None else min(budget_s, cfg.max_wait_s)
-        draining = self._drain_at is not None and self._drain_at - now < limit
-        if draining:
-            assert self._drain_at is not None
-            limit = max(self._drain_at - now, 0.0)
-            if limit <= 0:
-                raise self._shutting_down(pool_name, retry)
+        limit, draining = self._limit(cfg.max_wait_s, budget_s, now)
+        if draining and limit <= 0:
+            raise self._shutting_down(pool_name, retry)
         if predicted is not None and limit < predicted:
             raise Unavailable(f"model '{model}' is loading: ready in about {predicted:.1f}s, "
                               f"after this request's deadline ({limit:.1f}s)", retry)
