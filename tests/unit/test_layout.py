@@ -146,3 +146,10 @@ def test_one_module_imports_redis() -> None:
     users = sorted(m for m, path in MODULES.items()
                    if any(top(i) == "redis" for i in imports(path, m)))
     assert users == ["adapters.redisio"]
+
+
+def test_test_file_basenames_are_unique() -> None:
+    """pytest imports test files (there are no __init__.py files) by basename: two with one
+    name in different folders stop the whole run at collection."""
+    names = sorted(p.name for p in (REPO / "tests").rglob("test_*.py"))
+    assert sorted({n for n in names if names.count(n) > 1}) == []
