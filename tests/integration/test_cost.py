@@ -149,21 +149,29 @@ def test_two_tenants_are_charged_by_their_busy_time(gw: GatewayProcess) -> None:
     wait_for(lambda: total(gw, "servegate_cost_requests_total") == 4, 5, "warm-up accounted")
     before = charged(gw, tenants)
     sent = {"acme": 3, "globex": 1}
+    # The true busy time of each tenant, as the client saw it: on a shared 2-core machine one
+    # slow call (a scheduling hiccup) moves the ratio away from 3 for the gateway and the
+    # client alike, so the attribution is judged against what really happened.
+    seen = {"acme": 0.0, "globex": 0.0}
     for _ in range(25):
         for tenant in ("acme", "acme", "acme", "globex"):
+            t0 = time.perf_counter()
             assert post(url, sleeper_body(), auth(tenant))[0] == 200
+            seen[tenant] += time.perf_counter() - t0
             sent[tenant] += 1
     wait_for(lambda: all(total(gw, "servegate_cost_requests_total", tenant=t) == n
                          for t, n in sent.items()), 5, "the requests accounted")
     after = charged(gw, tenants)
     busy = {t: (after[t][0] - after[t][1]) - (before[t][0] - before[t][1]) for t in tenants}
-    assert busy["acme"] / busy["globex"] == pytest.approx(3.0, rel=0.05)
+    truth = seen["acme"] / seen["globex"]
+    assert truth == pytest.approx(3.0, rel=0.25)
+    assert busy["acme"] / busy["globex"] == pytest.approx(truth, rel=0.05)
     # Busy time is about what the backend spent: 100 x SLEEP_MS at 3/7 of a GPU (MIG 3g).
     spent = 100 * SLEEP_MS / 1000 * 3 / 7
     assert spent * 0.95 < sum(busy.values()) < spent * 1.5
     # Idle time is shared by demand too, so the whole charge keeps the ratio.
     cost = {t: after[t][0] for t in tenants}
-    assert cost["acme"] / cost["globex"] == pytest.approx(3.0, rel=0.05)
+    assert cost["acme"] / cost["globex"] == pytest.approx(truth, rel=0.05)
     pools = check_pool_sums(gw)
     dollars = total(gw, "servegate_cost_dollars_total", pool="gpu")
     charged_s = total(gw, "servegate_cost_gpu_seconds_total", pool="gpu")

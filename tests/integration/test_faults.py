@@ -243,7 +243,12 @@ def test_sigterm_under_load_answers_every_accepted_request(
         assert unclean == [], unclean[:5]  # later ones refused, never a 5xx or a reset
         assert any(s < signalled_at < e for s, e in load.finished), "nothing drained"
         # gRPC: every call before the signal succeeded; later ones succeeded or were refused.
-        assert [c for c in rpc.calls if c[0] < signalled_at and c[2] != grpc.StatusCode.OK] == []
+        # A call the client began in the last moments before the signal may still be on its
+        # way into grpc core when the server stops (like a connection in the kernel's accept
+        # queue for REST): core refuses it with CANCELLED, never executed. On a loaded 2-core
+        # machine "the last moments" were seen to reach 27 ms.
+        assert [c for c in rpc.calls if c[0] < signalled_at and c[2] != grpc.StatusCode.OK
+                and not (c[2] == grpc.StatusCode.CANCELLED and c[0] > signalled_at - 0.1)] == []
         # A call that reaches grpc core as the server stops, before a handler took it, is
         # refused by core with CANCELLED (never executed): a refusal like UNAVAILABLE.
         assert {c[2] for c in rpc.calls} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE,
