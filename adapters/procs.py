@@ -12,16 +12,18 @@ demo runner's own children (gateway, autoscaler) take :func:`die_with_parent` to
   own SIGTERM handling stops what it started in turn (a Triton worker its ``tritonserver``).
 - :func:`python_env`: ``LD_LIBRARY_PATH`` starts with Python's LIBDIR, so the Python backend
   stub loads the same libpython as the interpreter.
-- :func:`start_worker` waits, with a deadline, for the worker's ready line on its output, and
-  tries a failed start again on fresh ports; :meth:`WorkerProcess.stop` sends SIGTERM to the
+- :func:`start_worker` waits, with a deadline, for the worker's ready line on its output (or,
+  for a binary whose output we do not write, for a ready URL to answer 200), and tries a
+  failed start again on fresh ports; :meth:`WorkerProcess.stop` sends SIGTERM to the
   group, waits, then SIGKILLs the group (stragglers) - also when the stop itself is cancelled.
   The output pump of each worker is a task in the caller's :class:`asyncio.TaskGroup`.
 
 Linux sends the parent-death signal when the *thread* that forked the child exits, not the
 process: a child started from a pool thread would be stopped as soon as that thread ends. So
-:func:`die_with_parent` arms it only on the main thread, and a child that may be started from
-another thread (the Triton workers of the demo and the fixtures start in parallel) also runs
-:func:`watch_parent`, which notices the process-level event - being re-parented.
+:func:`die_with_parent` arms it only on the main thread or on a thread marked as living as long
+as the process (``LIVES_WITH_PROCESS``: ``servegate.local.launch``'s event loop), and a child
+of our own that may be started from elsewhere also runs :func:`watch_parent`, which notices
+the process-level event - being re-parented.
 """
 
 from __future__ import annotations
