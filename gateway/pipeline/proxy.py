@@ -26,7 +26,7 @@ from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse, Upstr
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart, ColdWait
-from gateway.pipeline.cost import CostMeter
+from gateway.pipeline.cost import CostMeter, CostSlot
 from gateway.pipeline.load import Load
 from gateway.pipeline.pools import Endpoint, Pool
 from gateway.pipeline.residency import Residency
@@ -109,7 +109,7 @@ class Proxy:
         """
         model = route.model
         clock = self._clock
-        cost = self.cost.slot(route.pool, model, charge) if charge and self.cost else None
+        cost = self._slot(route.pool, model, charge)
         self.in_flight[model] = self.in_flight.get(model, 0) + 1
         tried: list[Endpoint] = []
         pool = self.runtime.state.pools[route.pool]
@@ -136,8 +136,7 @@ class Proxy:
                     if fallback is not None:  # e.g. spot capacity reclaimed: on-demand serves
                         pool = fallback
                         tried.clear()
-                        if cost is not None and self.cost is not None:
-                            cost = self.cost.slot(pool.name, model, charge)
+                        cost = self._slot(pool.name, model, charge)  # the serving pool pays
                         continue
                     # Nothing ready (or everything refused, e.g. replicas going away): a pool
                     # that buffers cold starts holds the request until an endpoint is ready.
@@ -151,14 +150,12 @@ class Proxy:
                     cold.waited_s += await self.coldstart.wait(route.pool, budget)
                     pool = self.runtime.state.pools[route.pool]  # discovery may have swapped it
                     tried.clear()
-                    if cost is not None and self.cost is not None:
-                        cost = self.cost.slot(pool.name, model, charge)
+                    cost = self._slot(pool.name, model, charge)  # the serving pool pays
                     continue
                 spill = pool.config.fallback_spill_at
                 if spill is not None and ep.outstanding >= spill and pool.name == route.pool:
                     ep, pool = self._spill(ep, pool, endpoints_of)
-                    if cost is not None and self.cost is not None:
-                        cost = self.cost.slot(pool.name, model, charge)
+                    cost = self._slot(pool.name, model, charge)  # the serving pool pays
                 sent = clock()
                 ep.begin(sent)
                 try:
@@ -191,6 +188,10 @@ class Proxy:
                 return result, ep
         finally:
             self.in_flight[model] -= 1
+
+    def _slot(self, pool: str, model: str, charge: str | None) -> CostSlot | None:
+        """The accumulator charged for this call in ``pool`` (``None``: nobody is charged)."""
+        return self.cost.slot(pool, model, charge) if charge and self.cost else None
 
     def _fallback(self, pool: Pool) -> Pool | None:
         """The pool that takes ``pool``'s requests while it has nothing to offer, if any."""
