@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from contracts import metrics as names
@@ -27,14 +32,49 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 
-class _Children:
-    """Metric children for one (model, endpoint, protocol), resolved once, not per request."""
+class _Series:
+    """Request count by status class and latency histogram of one (model, endpoint, protocol).
 
-    __slots__ = ("by_class", "latency")
+    Plain numbers, written by the event loop's thread only and read at scrape time by
+    :class:`_RequestCollector`: a prometheus_client child takes a lock per update, which is
+    most of what recording a request cost.
+    """
 
-    def __init__(self, requests: Counter, latency: Histogram, labels: tuple[str, str, str]) -> None:
-        self.by_class = [requests.labels(*labels, c) for c in _CLASSES]
-        self.latency = latency.labels(*labels)
+    __slots__ = ("buckets", "by_class", "sum")
+
+    def __init__(self) -> None:
+        self.by_class = [0, 0, 0, 0, 0]
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, not cumulative; +Inf last
+        self.sum = 0.0
+
+
+class _RequestCollector(Collector):
+    """``servegate_requests_total`` and ``servegate_request_duration_seconds`` from the series."""
+
+    def __init__(self, series: dict[tuple[str, str, str], _Series]) -> None:
+        self._series = series
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "endpoint", "protocol"]
+        requests = CounterMetricFamily(
+            names.REQUESTS, "Requests answered, by model, endpoint and status class",
+            labels=[*labels, "code_class"])
+        latency = HistogramMetricFamily(
+            names.REQUEST_DURATION, "Time from request to full response", labels=labels)
+        bounds = [*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
+        for key, series in list(self._series.items()):
+            for code_class, count in zip(_CLASSES, series.by_class, strict=True):
+                requests.add_metric([*key, code_class], count)
+            running, cumulative = 0, []
+            for bound, count in zip(bounds, series.buckets, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            latency.add_metric(list(key), cumulative, series.sum)
+        yield requests
+        yield latency
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
 
 
 class GatewayMetrics:
@@ -42,13 +82,8 @@ class GatewayMetrics:
                  clock: Callable[[], float] = time.monotonic,
                  queued: Callable[[], dict[str, int]] = dict) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = ("model", "endpoint", "protocol")
-        self.requests = Counter(
-            names.REQUESTS, "Requests answered, by model, endpoint and status class",
-            [*labels, "code_class"], registry=self.registry)
-        self.latency = Histogram(
-            names.REQUEST_DURATION, "Time from request to full response",
-            labels, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._series: dict[tuple[str, str, str], _Series] = {}
+        self.registry.register(_RequestCollector(self._series))
         self.first_byte = Histogram(
             "servegate_time_to_first_byte_seconds",
             "Streamed responses (generate_stream): time from request to the first body bytes",
@@ -106,17 +141,17 @@ class GatewayMetrics:
             ["pool"], buckets=cold_buckets, registry=self.registry)
         # Requests held in the cold-start buffer, per pool.
         self.registry.register(_StateCollector(runtime, in_flight, queued, clock))
-        self._children: dict[tuple[str, str, str], _Children] = {}
         self._error_labels: set[tuple[str, str, str]] = set()
 
     def observe(self, model: str, endpoint: str, protocol: str, status: int,
                 seconds: float) -> None:
         key = (model, endpoint, protocol)
-        ch = self._children.get(key)
-        if ch is None:
-            ch = self._children[key] = _Children(self.requests, self.latency, key)
-        ch.by_class[min(max(status // 100, 1), 5) - 1].inc()
-        ch.latency.observe(seconds)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        series.by_class[min(max(status // 100, 1), 5) - 1] += 1
+        series.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        series.sum += seconds
 
     def upstream_error(self, pool: str, endpoint: str, kind: str) -> None:
         self._error_labels.add((pool, endpoint, kind))
@@ -126,12 +161,9 @@ class GatewayMetrics:
         """Drop the series of endpoints not in ``live`` (replicas that went away: each cold
         start brings a new address, so keeping them would grow the registry without bound).
         A request still in flight on a dropped endpoint simply records it again."""
-        gone = [key for key in self._children if key[1] and key[1] not in live]
+        gone = [key for key in self._series if key[1] and key[1] not in live]
         for key in gone:
-            del self._children[key]
-            for code_class in _CLASSES:
-                _remove(self.requests, *key, code_class)
-            _remove(self.latency, *key)
+            del self._series[key]
         errors = [key for key in self._error_labels if key[1] not in live]
         for key in errors:
             self._error_labels.discard(key)

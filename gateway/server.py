@@ -30,7 +30,6 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import grpc
 import prometheus_client
@@ -48,7 +47,7 @@ from gateway.grpc import GrpcChannels, GrpcFront, build_server
 from gateway.http.admin import create_admin_app
 from gateway.http.app import GatewayApp
 from gateway.http.control import Control
-from gateway.http.protocol import v2_protocol
+from gateway.http.protocol import Draining, v2_protocol
 from gateway.jobs.discovery import Discovery, check_supported
 from gateway.jobs.prober import Prober
 from gateway.jobs.publisher import Publisher
@@ -63,6 +62,7 @@ from gateway.pipeline.proxy import Proxy
 from gateway.pipeline.quota import Quotas
 from gateway.pipeline.residency import Residency
 from gateway.pipeline.runtime import Runtime
+from gateway.pipeline.service import Pipeline
 from gateway.settings import GatewaySettings
 from gateway.traffic.manager import TrafficManager
 from gateway.traffic.shadow import ShadowMirror
@@ -118,13 +118,12 @@ class Gateway:
                                                       self.cost))
         self.admission = Admission(self.runtime, self.quotas, self.metrics, self.load.queued_in)
         self.keys_path = settings.api_keys_file
-        self.app = GatewayApp(self.proxy, self.metrics, self.control, self.traffic,
-                              self.admission)
+        self.pipeline = Pipeline(self.proxy, self.admission, self.metrics, self.traffic)
+        self.app = GatewayApp(self.pipeline, self.upstream, self.metrics, self.control)
         self.prober = Prober(self.runtime, self.upstream, tick_s=settings.probe_tick_s,
                              coldstart=self.coldstart)
         self.grpc_channels = GrpcChannels()
-        self.grpc = GrpcFront(self.proxy, self.grpc_channels, self.metrics, self.is_ready,
-                              self.traffic, self.admission)
+        self.grpc = GrpcFront(self.pipeline, self.grpc_channels, self.metrics, self.is_ready)
 
     def is_ready(self) -> bool:
         """Serving (not starting, not draining) and every background job running."""
@@ -190,27 +189,6 @@ class Gateway:
 _IDLE_LINGER_S = 0.25
 
 
-class _CloseWhenDraining:
-    """ASGI wrapper: while draining, every response carries ``connection: close``."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.draining = False
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if not self.draining or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_closing(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", ()), (b"connection", b"close")]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_closing)
-
-
 class _Server(uvicorn.Server):
     """uvicorn's server without its own signal capture (:func:`serve` installs handlers) and
     with a drain bounded by ``deadline`` (loop time) instead of a fixed timeout."""
@@ -265,10 +243,11 @@ async def serve(settings: GatewaySettings) -> None:
         log.warning("shared state unavailable at start, using the config's weights: %s", exc)
     reloader = Reloader(settings.config_path, gw.apply, gw.reload_result)
     srv = settings.server
-    app = _CloseWhenDraining(gw.app)
+    draining = Draining()
     server = _Server(uvicorn.Config(
-        app, host=srv.host, port=srv.http_port, lifespan="off",
-        http=v2_protocol(config.limits.body_timeout_s),  # V2 errors and a head deadline
+        gw.app, host=srv.host, port=srv.http_port, lifespan="off",
+        # The gateway's own HTTP/1.1 protocol: model calls skip ASGI; V2 errors, deadlines
+        http=v2_protocol(gw.app, draining, config.limits.body_timeout_s),
         access_log=False, log_level=srv.log_level, server_header=False, date_header=False,
         proxy_headers=False,  # the hot path does not need X-Forwarded-* rewriting
         timeout_graceful_shutdown=int(srv.graceful_shutdown_s),
@@ -286,7 +265,7 @@ async def serve(settings: GatewaySettings) -> None:
             close_listeners()
             return
         gw.ready = False
-        app.draining = True
+        draining.on = True
         grace, delay = srv.graceful_shutdown_s, srv.shutdown_delay_s
         server.deadline = loop.time() + delay + grace
         # Held requests are answered (503) a little before the deadline cancels what is left.

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, NoReturn
 
@@ -39,10 +38,8 @@ from google.protobuf.message import DecodeError
 from grpc.aio import ServicerContext as Context
 from tritonclient.grpc import service_pb2 as pb
 
-from contracts.cost import ANONYMOUS
 from gateway import __version__
 from gateway.errors import (
-    PayloadTooLarge,
     Unavailable,
     Unsupported,
     UpstreamError,
@@ -55,12 +52,11 @@ from gateway.grpc.upstream import SERVICE, GrpcChannels, Metadata
 from gateway.grpc.wire import MalformedMessage, request_head, retarget
 from gateway.metrics import GatewayMetrics
 from gateway.names import EXTENSIONS, VARIANT_HEADER
-from gateway.pipeline.admission import Admission
 from gateway.pipeline.coldstart import ColdWait
 from gateway.pipeline.pools import Endpoint, Pool
 from gateway.pipeline.priority import grpc_with_priority
-from gateway.pipeline.proxy import Proxy
-from gateway.traffic.manager import TrafficManager
+from gateway.pipeline.service import INFER, LOAD, Pipeline
+from gateway.statuses import status_of
 from router import NoEndpoint, Route, UnknownModel
 
 log = logging.getLogger("servegate.grpc")
@@ -105,15 +101,14 @@ def deadline(context: Context, ceiling: float) -> tuple[float, bool]:
 
 
 class GrpcFront:
-    def __init__(self, proxy: Proxy, channels: GrpcChannels, metrics: GatewayMetrics,
-                 is_ready: Callable[[], bool], traffic: TrafficManager | None,
-                 admission: Admission) -> None:
-        self.admission = admission
-        self.proxy = proxy
+    def __init__(self, pipeline: Pipeline, channels: GrpcChannels, metrics: GatewayMetrics,
+                 is_ready: Callable[[], bool]) -> None:
+        self.pipeline = pipeline
+        self.admission = pipeline.admission
+        self.proxy = pipeline.proxy
         self.channels = channels
         self.metrics = metrics
         self.is_ready = is_ready
-        self.traffic = traffic  # split decisions; None: splits are not applied
 
     # ---------------------------------------------------------------- registration
 
@@ -187,76 +182,26 @@ class GrpcFront:
 
     async def _forward(self, method: str, request: bytes, context: Context,
                        not_ready: bytes | None = None) -> bytes:
-        """Route by the message's model name and version; send its bytes to one endpoint.
+        """Route by the message's model name and version; send its bytes to one endpoint
+        through the pipeline (:class:`gateway.pipeline.service.Pipeline`).
 
         ``not_ready``: the answer when the model is not routed or has no healthy endpoint
         (ModelReady's ``ready=false``, which serializes to no bytes) instead of an error.
         """
-        start = time.perf_counter()
-        model = ""
-        variant = ""
-        picked: Endpoint | None = None
-        ticket = None
         try:
             model, version, _ = request_head(request)
-            metadata, headers, tenant = self.caller(context)
-            route = self.route(model, version, headers)
-            if len(request) > route.max_body_bytes:
-                raise PayloadTooLarge(route.max_body_bytes)
-            infer = method == "ModelInfer"
-            ticket = self.admission.admit(tenant, route, infer)
-            if ticket is not None and ticket.level and infer:
-                request = grpc_with_priority(request, ticket.level)
-            if route.split is not None:
-                route, variant = self._variant(route, method, headers)
-                request = retarget(request, route.model, route.version)
-                context.set_trailing_metadata(((VARIANT_HEADER.decode(), variant),))
-            read_s = route.timeouts.read_s
-
-            def send(ep: Endpoint) -> Awaitable[bytes]:
-                nonlocal picked
-                picked = ep
-                assert ep.grpc is not None
-                timeout, clients = deadline(context, read_s)  # after any cold-start wait
-                return self.channels.get(ep.grpc).unary(
-                    method, request, metadata, timeout, clients)
-
-            response, ep = await self.proxy.call(route, _grpc_endpoints, send,
-                                                 ColdWait(context.time_remaining,
-                                                          load=method != "ModelReady"),
-                                                 charge=(tenant or ANONYMOUS) if infer else None)
+        except Exception as exc:
+            code, details = grpc_status(exc)
+            self.metrics.rejected.labels("", "grpc", str(http_status(code))).inc()
+            await _abort(context, code, details)
+        call = _GrpcCall(self, method, request, context)
+        try:
+            served = await self.pipeline.forward(call, model, version, _KINDS[method])
         except Exception as exc:
             if not_ready is not None and isinstance(exc, UnknownModel | NoEndpoint | Unavailable):
                 return not_ready
-            code, details = grpc_status(exc)
-            label = "<unknown>" if isinstance(exc, UnknownModel) else model
-            elapsed = time.perf_counter() - start
-            self.metrics.observe(label, picked.address if picked else "", "grpc",
-                                 http_status(code), elapsed)
-            if variant and self.traffic is not None:
-                self.traffic.stats.record(model, variant, False, elapsed)
-                self.metrics.observe_variant(model, variant, http_status(code), elapsed)
-            await _abort(context, code, details)
-        finally:
-            self.admission.release(ticket)
-        elapsed = time.perf_counter() - start
-        self.metrics.observe(model, ep.address, "grpc", 200, elapsed)
-        if variant and self.traffic is not None:
-            self.traffic.stats.record(model, variant, True, elapsed)
-            self.metrics.observe_variant(model, variant, 200, elapsed)
-        return response
-
-    def _variant(self, route: Route, method: str, headers: dict[str, str]) -> tuple[Route, str]:
-        """The split variant serving this call: chosen for ModelInfer (pin, sticky key or
-        weighted draw, as on REST), the baseline for metadata, config and readiness. Shadow
-        mirroring is applied on REST only (its output diffing decodes REST responses)."""
-        split = route.split
-        assert split is not None
-        if method == "ModelInfer" and self.traffic is not None:
-            decision = self.traffic.decide(route, headers.get)
-            return decision.route, decision.variant
-        baseline = split.by_name[split.baseline]
-        return self.proxy.runtime.state.table.target(route, baseline), baseline.name
+            await _abort(context, *grpc_status(exc))
+        return served.result  # type: ignore[no-any-return]
 
     def caller(self, context: Context) -> tuple[Metadata, dict[str, str], str | None]:
         """The metadata to forward (never the API key), its text entries, and the tenant
@@ -316,6 +261,74 @@ class GrpcFront:
             await relay.run(requests)
         except Exception as exc:  # ExceptionGroup included; cancellation passes through
             await _abort(context, *grpc_status(first_error(exc)))
+
+
+# method -> what kind of call it is for the pipeline (no shadow copies over gRPC: comparing
+# outputs decodes REST answers)
+_KINDS = {"ModelInfer": INFER | LOAD, "ModelMetadata": LOAD, "ModelConfig": LOAD,
+          "ModelReady": 0}
+
+
+class _GrpcCall:
+    """One forwarded unary call as the pipeline sees it
+    (:class:`gateway.pipeline.service.Call`): the message's bytes, the client's metadata."""
+
+    __slots__ = ("channels", "cold", "context", "headers", "metadata", "method", "request")
+    protocol = "grpc"
+
+    def __init__(self, front: GrpcFront, method: str, request: bytes, context: Context) -> None:
+        self.channels = front.channels
+        self.method = method
+        self.request = request
+        self.context = context
+        self.metadata, self.headers = client_metadata(context)
+        self.cold: ColdWait | None = None
+
+    def credential(self, header: str) -> bytes | None:
+        """The API key (taken out of what is forwarded)."""
+        value = self.headers.pop(header, None)
+        self.metadata = tuple(m for m in self.metadata if m[0] != header)
+        return value.encode() if value is not None else None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def size(self) -> int:
+        return len(self.request)
+
+    def check(self) -> None:
+        pass
+
+    def budget_s(self) -> float | None:
+        return self.context.time_remaining()  # type: ignore[no-any-return]
+
+    def prioritize(self, level: int) -> bool:
+        self.request = grpc_with_priority(self.request, level)
+        return True
+
+    def retarget(self, route: Route, variant: str) -> None:
+        self.request = retarget(self.request, route.model, route.version)
+        self.context.set_trailing_metadata(((VARIANT_HEADER.decode(), variant),))
+
+    def endpoints(self, pool: Pool) -> Sequence[Endpoint]:
+        return _grpc_endpoints(pool)
+
+    def send(self, ep: Endpoint, route: Route) -> Awaitable[bytes]:
+        assert ep.grpc is not None
+        timeout, clients = deadline(self.context, route.timeouts.read_s)  # after a cold wait
+        return self.channels.get(ep.grpc).unary(self.method, self.request, self.metadata,
+                                                timeout, clients)
+
+    def status(self, result: bytes) -> int:
+        return 200
+
+    def error_status(self, exc: BaseException) -> int:
+        if isinstance(exc, UpstreamStatus) or status_of(exc) is not None:
+            return http_status(grpc_status(exc)[0])
+        return 500  # a bug: logged once, where the call is aborted
+
+    def shadow(self, route: Route) -> None:
+        return None
 
 
 def _grpc_endpoints(pool: Pool) -> list[Endpoint]:

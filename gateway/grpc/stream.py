@@ -29,7 +29,6 @@ included, are relayed as bytes in the order each backend stream delivers them.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,11 +37,9 @@ from tritonclient.grpc import service_pb2 as pb
 
 from gateway.errors import (
     GatewayError,
-    PayloadTooLarge,
     Unavailable,
     Unsupported,
     UpstreamBroken,
-    UpstreamConnectError,
     UpstreamError,
 )
 from gateway.grpc.errors import grpc_status, http_status
@@ -55,35 +52,50 @@ from router import RouteError, UnknownModel
 if TYPE_CHECKING:
     from gateway.grpc.upstream import GrpcChannels
     from gateway.metrics import GatewayMetrics
-    from gateway.pipeline.admission import Admission
-    from gateway.pipeline.proxy import Proxy
+    from gateway.pipeline.proxy import Lease
+    from gateway.pipeline.service import Pipeline
     from router import Route
 
 
 class StreamFront(Protocol):
     """What the relay needs from the gRPC front (``GrpcFront`` satisfies it; no import)."""
 
-    admission: Admission
-    proxy: Proxy
+    pipeline: Pipeline
     channels: GrpcChannels
     metrics: GatewayMetrics
 
-    def route(self, model: str, version: str, headers: dict[str, str]) -> Route: ...
-
 
 class _Backend:
-    """One backend stream: its endpoint, the call, and how it ended."""
+    """One backend stream: the endpoint it holds, the call, and how it ended."""
 
-    __slots__ = ("call", "code", "endpoint", "error", "model", "sent", "started")
+    __slots__ = ("call", "code", "error", "lease", "sent")
 
-    def __init__(self, model: str, endpoint: Endpoint, call: Any) -> None:
-        self.model = model
-        self.endpoint = endpoint
+    def __init__(self, lease: Lease, call: Any) -> None:
+        self.lease = lease
         self.call = call
-        self.started = time.perf_counter()
         self.code = grpc.StatusCode.CANCELLED  # until the pump sees the end
         self.error: GatewayError | None = None
         self.sent = 0  # requests written to it (charged at the end, see _close)
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.lease.endpoint
+
+
+class _Message:
+    """One request on the client's stream, for the pipeline's per-message steps."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def size(self) -> int:
+        return len(self.raw)
+
+    def prioritize(self, level: int) -> bool:
+        self.raw = grpc_with_priority(self.raw, level)
+        return True
 
 
 class StreamRelay:
@@ -119,16 +131,11 @@ class StreamRelay:
             await self._reply_error(exc, "", "")
             return
         try:
-            route = self.front.route(model, version, self.headers)
-            if len(raw) > route.max_body_bytes:
-                raise PayloadTooLarge(route.max_body_bytes)
             # Per message: the tenant's models, rate quota, shedding and priority. A stream's
             # responses are not matched to requests here, so no concurrency is held.
-            admission = self.front.admission
-            ticket = admission.admit(self.tenant, route)
-            admission.release(ticket)
-            if ticket is not None and ticket.level:
-                raw = grpc_with_priority(raw, ticket.level)
+            message = _Message(raw)
+            route = self.front.pipeline.admit_message(self.tenant, message, model, version)
+            raw = message.raw
             backend = self.backends.get(route.pool) or self._open(route, tasks)
         except (RouteError, GatewayError) as exc:
             await self._reply_error(exc, model, request_id)
@@ -140,28 +147,21 @@ class StreamRelay:
             raise await self._ended(backend) from None
 
     def _open(self, route: Route, tasks: asyncio.TaskGroup) -> _Backend:
-        proxy = self.front.proxy
+        proxy = self.front.pipeline.proxy
         pool = proxy.runtime.state.pools[route.pool]
         if pool.managed:  # one backend stream per pool cannot follow models between servers
             raise Unsupported(f"ModelStreamInfer to model '{route.model}' in the model-managed "
                               f"pool '{pool.name}' is not supported yet: use ModelInfer")
         if not pool.grpc_endpoints:
             raise Unavailable(f"no endpoint of pool '{pool.name}' has a gRPC address")
-        tried: list[Endpoint] = []
-        while True:
-            ep = proxy.pick(pool, pool.grpc_endpoints, tried)
+
+        def open_stream(ep: Endpoint) -> Any:
             assert ep.grpc is not None
-            try:
-                call = self.front.channels.get(ep.grpc).open_stream(
-                    self.metadata, self.context.time_remaining())
-            except UpstreamConnectError as exc:  # not connected: nothing was sent
-                proxy.failed(ep, exc)
-                tried.append(ep)
-                continue
-            break
-        backend = self.backends[route.pool] = _Backend(route.model, ep, call)
-        ep.begin(time.monotonic())
-        proxy.in_flight[route.model] = proxy.in_flight.get(route.model, 0) + 1
+            return self.front.channels.get(ep.grpc).open_stream(
+                self.metadata, self.context.time_remaining())
+
+        call, lease = proxy.lease(route, pool.grpc_endpoints, open_stream)
+        backend = self.backends[route.pool] = _Backend(lease, call)
         tasks.create_task(self._pump(backend))
         return backend
 
@@ -193,7 +193,7 @@ class StreamRelay:
         backend.error = error
         backend.code = grpc_status(error)[0]
         if isinstance(error, UpstreamError):
-            self.front.proxy.failed(ep, error)
+            self.front.pipeline.proxy.failed(ep, error)
         return error
 
     async def _reply_error(self, exc: Exception, model: str, request_id: str) -> None:
@@ -208,18 +208,10 @@ class StreamRelay:
     def _close(self, backend: _Backend) -> None:
         if not backend.call.done():
             backend.call.cancel()
-        backend.endpoint.end(time.monotonic())
-        lifetime = time.perf_counter() - backend.started
-        cost = self.front.proxy.cost
-        if cost is not None and backend.sent:  # the stream held its endpoint all along
-            slot = cost.slot(backend.endpoint.pool, backend.model, self.tenant)
-            slot.busy_s += lifetime
-            slot.requests += backend.sent
-        in_flight = self.front.proxy.in_flight
-        in_flight[backend.model] -= 1
+        lifetime = backend.lease.release(backend.sent, self.tenant)
         self.front.metrics.observe(
-            backend.model, backend.endpoint.address, "grpc_stream", http_status(backend.code),
-            lifetime)
+            backend.lease.model, backend.endpoint.address, "grpc_stream",
+            http_status(backend.code), lifetime)
 
 
 def first_error(exc: BaseException) -> BaseException:

@@ -10,29 +10,35 @@ server metadata, ``/v2/repository/index`` and ``/metrics`` are answered by the g
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from contracts import is_version
-from contracts.cost import ANONYMOUS, SHADOW_TENANT
-from gateway.adapters.upstream import HOP_BY_HOP, Headers, UpstreamResponse, UpstreamStream
+from gateway.adapters.upstream import (
+    HOP_BY_HOP,
+    Headers,
+    Upstream,
+    UpstreamResponse,
+    UpstreamStream,
+)
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound
 from gateway.http.asgi import ClientGone, Scope, header, read_body, respond
 from gateway.http.control import Control
 from gateway.http.errors import error_response
+from gateway.http.request import HttpRequest, Responder
 from gateway.http.validate import check_infer_body
 from gateway.metrics import GatewayMetrics
 from gateway.names import VARIANT_HEADER
-from gateway.pipeline.admission import Admission
 from gateway.pipeline.coldstart import ColdWait
+from gateway.pipeline.pools import Endpoint, Pool
 from gateway.pipeline.priority import rest_with_priority
-from gateway.pipeline.proxy import Proxy
-from gateway.pipeline.splits import Decision
-from gateway.traffic.manager import TrafficManager
-from router import Route, UnknownModel
+from gateway.pipeline.service import INFER, LOAD, SHADOW, STREAM, Pipeline
+from gateway.statuses import status_of
+from router import Route, RouteError
 
 log = logging.getLogger("servegate.http")
 
@@ -54,6 +60,7 @@ _MODEL_ACTIONS = {
     "generate": "POST", "generate_stream": "POST",
 }
 _INFER_ACTIONS = ("infer", "generate", "generate_stream")
+_LIMITS_KEPT = 4096  # request targets whose body limit is remembered
 
 
 def parse_model_path(rest: str) -> tuple[str, str, str] | None:
@@ -82,13 +89,23 @@ def model_path(model: str, version: str, action: str) -> bytes:
 
 
 class GatewayApp:
-    def __init__(self, proxy: Proxy, metrics: GatewayMetrics, control: Control,
-                 traffic: TrafficManager, admission: Admission) -> None:
-        self.admission = admission
-        self.proxy = proxy
+    """The REST front. Model calls (:meth:`model_call`) come from the gateway's own HTTP/1.1
+    protocol or, through :meth:`__call__`, from any ASGI server; the rest is ASGI
+    (:mod:`gateway.http.control`)."""
+
+    def __init__(self, pipeline: Pipeline, upstream: Upstream, metrics: GatewayMetrics,
+                 control: Control) -> None:
+        self.pipeline = pipeline
+        self.admission = pipeline.admission
+        self.proxy = pipeline.proxy
+        self.upstream = upstream
         self.metrics = metrics
         self.control = control
-        self.traffic = traffic
+        self._limit_for: object = None  # the runtime state the body limits were read from
+        self._limit = 0
+        self._limits: dict[bytes, int] = {}
+
+    # -------------------------------------------------------------- ASGI
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -98,8 +115,14 @@ class GatewayApp:
         path: str = scope["path"]
         receive = _Tracked(receive)
         try:
+            if is_model_call(path):
+                body = await read_body(scope, receive, self.body_limit())
+                request = HttpRequest(scope["method"], path, scope["query_string"],
+                                      scope["headers"], body)
+                await self.model_call(request, _AsgiResponder(send, receive))
+                return
             if path.startswith(_PREFIX) and path != "/v2/models/stats":
-                await self._model_call(scope, receive, send, path)
+                await self._model_stats(scope, send, path)
             else:
                 if not path.startswith(_OPEN_PATHS):
                     scope["servegate.tenant"] = self._authenticate(scope)
@@ -112,98 +135,52 @@ class GatewayApp:
             await receive.drain(scope)
             await respond(send, status, headers, body)
 
-    async def _model_call(self, scope: Scope, receive: Any, send: Any, path: str) -> None:
-        start = time.perf_counter()
+    def body_limit(self) -> int:
+        """The largest body any route accepts (each route's own limit is checked per call)."""
+        state = self.proxy.runtime.state
+        if state is not self._limit_for:
+            self._refresh_limits(state)
+        return self._limit
+
+    def body_limit_for(self, url: bytes) -> int:
+        """The body limit for a request to ``url`` (the raw request target): its route's, where
+        it names a routed model, else :meth:`body_limit`. Remembered per URL (bounded), so a
+        server can refuse a body as soon as it passes the limit."""
+        state = self.proxy.runtime.state
+        if state is not self._limit_for:
+            self._refresh_limits(state)
+        limit = self._limits.get(url)
+        if limit is None:
+            limit = self._limit
+            path = url.partition(b"?")[0]
+            if path.startswith(b"/v2/models/"):
+                parsed = parse_model_path(path[_PREFIX_LEN:].decode("latin-1"))
+                if parsed is not None:
+                    with contextlib.suppress(RouteError):  # not routed: 404 once it is read
+                        limit = state.table.lookup(parsed[0], parsed[1]).max_body_bytes
+            if len(self._limits) < _LIMITS_KEPT:
+                self._limits[url] = limit
+        return limit
+
+    def _refresh_limits(self, state: Any) -> None:
+        self._limit_for = state
+        self._limit = max((r.max_body_bytes for r in state.table.routes()),
+                          default=state.config.limits.max_body_bytes)
+        self._limits = {}
+
+    async def _model_stats(self, scope: Scope, send: Any, path: str) -> None:
+        """``GET /v2/models/{m}[/versions/{v}]/stats``: merged over the model's pool."""
         parsed = parse_model_path(path[_PREFIX_LEN:])
         if parsed is None:
             raise NotFound(f"Not Found: {path}")
-        model, version, action = parsed
-        method = scope["method"]
-        if method != _MODEL_ACTIONS[action]:
-            raise MethodNotAllowed(_MODEL_ACTIONS[action])
+        model, version, _ = parsed
+        if scope["method"] != "GET":
+            raise MethodNotAllowed("GET")
         if version and not is_version(version):
             raise BadRequest(f"failed to parse model version '{version}': expected an integer")
-        ticket = None
-        try:
-            tenant = self._authenticate(scope)
-            route = self.proxy.route(model, version)
-            infer = action in _INFER_ACTIONS
-            ticket = self.admission.admit(tenant, route, infer)
-            if action == "stats":
-                await self.control.model_stats(send, route)
-                return
-            body = await read_body(scope, receive, route.max_body_bytes)
-            if infer:
-                check_infer_body(scope, body, action)
-            headers = self._forwarded_headers(scope)
-            if ticket is not None and ticket.level and infer:
-                body, headers = self._with_priority(model, body, headers, ticket.level)
-            if action == "generate_stream":
-                await self._stream_call(scope, receive, send, route, headers, body, start,
-                                        tenant or ANONYMOUS)
-                return
-            if route.split is not None:
-                await self._split_call(scope, send, route, action, headers, body, start,
-                                       (tenant or ANONYMOUS) if infer else None)
-                return
-            target = path.encode()
-            if scope["query_string"]:
-                target += b"?" + scope["query_string"]
-            cold = ColdWait(lambda: request_budget(scope, body), load=action != "ready")
-            response, ep = await self.proxy.forward(
-                route, method.encode(), target, headers, body, cold,
-                (tenant or ANONYMOUS) if infer else None)
-        except ClientGone:
-            raise
-        except Exception as exc:
-            status, err_headers, err_body = error_response(exc)
-            label = "<unknown>" if isinstance(exc, UnknownModel) else model  # bounded labels
-            self.metrics.observe(label, getattr(exc, "endpoint", ""), "http", status,
-                                 time.perf_counter() - start)
-            await receive.drain(scope)
-            await respond(send, status, err_headers, err_body)
-            return
-        finally:
-            self.admission.release(ticket)
-        _mark_cold_wait(response, cold)
-        await respond(send, response.status, response.headers, response.body)
-        self.metrics.observe(model, ep.address, "http", response.status,
-                             time.perf_counter() - start)
-
-    async def _stream_call(self, scope: Scope, receive: Any, send: Any, route: Route,
-                           headers: Headers, body: bytes, start: float, charge: str) -> None:
-        """``generate_stream``: Triton's Server-Sent Events pass through as they arrive, never
-        buffered. A split model's variant is chosen as for infer (no shadow copy of a stream).
-        A client that goes away cancels the call upstream; a transfer that breaks after the
-        head was sent ends the stream with a V2 error event."""
-        target, variant = route, None
-        if route.split is not None:
-            decision = self.traffic.decide(route, _header_reader(scope))
-            target, variant = decision.route, decision.variant
-        cold = ColdWait(lambda: request_budget(scope, body))
-        relay = _Relay(send, route.model, variant, cold, start, self.metrics)
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = asyncio.create_task(_client_gone(receive, relay, task))
-        try:
-            response, ep = await self.proxy.forward_stream(
-                target, b"POST", model_path(target.model, target.version, "generate_stream"),
-                headers, body, relay, cold, charge)
-        except asyncio.CancelledError:
-            if not relay.gone or task.uncancel():
-                raise
-            raise ClientGone() from None
-        except Exception as exc:
-            if not relay.started:
-                raise
-            await relay.fail(exc)
-            self.metrics.observe(route.model, getattr(exc, "endpoint", ""), "http",
-                                 error_response(exc)[0], time.perf_counter() - start)
-            return
-        finally:
-            watcher.cancel()
-        self.metrics.observe(route.model, ep.address, "http", response.status,
-                             time.perf_counter() - start)
+        route = self.proxy.route(model, version)
+        self.admission.admit(self._authenticate(scope), route, infer=False)
+        await self.control.model_stats(send, route)
 
     def _authenticate(self, scope: Scope) -> str | None:
         """The calling tenant (``None`` with auth off); 401 without a valid key."""
@@ -212,137 +189,281 @@ class GatewayApp:
             return None
         return self.admission.authenticate(header(scope, name.encode()))
 
-    def _forwarded_headers(self, scope: Scope) -> Headers:
-        """The client's headers minus hop-by-hop ones and the API key (never sent on)."""
-        name = self.admission.auth_header()
-        drop = HOP_BY_HOP if name is None else HOP_BY_HOP | {name.encode()}
-        return [(k, v) for k, v in scope["headers"] if k not in drop]
+    # -------------------------------------------------------------- model calls
 
-    def _with_priority(self, model: str, body: bytes, headers: Headers,
-                       level: int) -> tuple[bytes, Headers]:
-        rewritten = rest_with_priority(body, headers, level)
-        if rewritten is None:
-            self.metrics.priority_skipped.labels(model).inc()
-            return body, headers
-        return rewritten
-
-    async def _split_call(self, scope: Scope, send: Any, route: Route, action: str,
-                          headers: Headers, body: bytes, start: float,
-                          charge: str | None = None) -> None:
-        """A call to a split model: the chosen variant answers, a shadow may get a copy
-        (charged to the shadow target as tenant ``_shadow``, never to the caller)."""
-        if action in ("infer", "generate"):
-            decision = self.traffic.decide(route, _header_reader(scope))
-        else:  # metadata, readiness, config: the baseline variant describes the model
-            split = route.split
-            assert split is not None
-            baseline = split.by_name[split.baseline]
-            decision = Decision(self.proxy.runtime.state.table.target(route, baseline),
-                                baseline.name, None)
-        target = decision.route
-        method = scope["method"].encode()
-        mirror = None
-        if decision.shadow is not None:
-            shadow_route, shadow = decision.shadow
-            shadow_path = model_path(shadow_route.model, shadow_route.version, action)
-
-            async def send_shadow() -> UpstreamResponse:
-                response, _ = await self.proxy.forward(shadow_route, method, shadow_path,
-                                                       headers, body, charge=SHADOW_TENANT)
-                return response
-
-            mirror = self.traffic.mirror.start(route.model, shadow.variant.name,
-                                               shadow.max_concurrency, send_shadow)
-        variant = decision.variant
-        cold = ColdWait(lambda: request_budget(scope, body), load=action != "ready")
+    async def model_call(self, request: HttpRequest, responder: Responder) -> None:
+        """``/v2/models/{m}[/versions/{v}]/{action}``: forwarded through the pipeline.
+        Every error is answered here (V2 error JSON), never raised."""
+        path = request.path
+        call: _RestCall | None = None
         try:
-            response, ep = await self.proxy.forward(
-                target, method, model_path(target.model, target.version, action), headers, body,
-                cold, charge)
+            parsed = parse_model_path(path[_PREFIX_LEN:])
+            if parsed is None:
+                raise NotFound(f"Not Found: {path}")
+            model, version, action = parsed
+            allowed = _MODEL_ACTIONS[action]
+            if request.method != allowed:
+                raise MethodNotAllowed(allowed)
+            if version and not is_version(version):
+                raise BadRequest(f"failed to parse model version '{version}': "
+                                 "expected an integer")
         except Exception as exc:
-            if mirror is not None:
-                mirror.set_exception(exc)
-            elapsed = time.perf_counter() - start
-            self.traffic.stats.record(route.model, variant, False, elapsed)
-            status, err_headers, err_body = error_response(exc)
-            self.metrics.observe_variant(route.model, variant, status, elapsed)
-            self.metrics.observe(route.model, getattr(exc, "endpoint", ""), "http", status,
-                                 elapsed)
-            err_headers.append((VARIANT_HEADER, variant.encode()))
-            await respond(send, status, err_headers, err_body)
+            status, headers, body = error_response(exc)
+            self.metrics.rejected.labels("", "http", str(status)).inc()
+            await responder.reply(status, headers, body)
             return
-        elapsed = time.perf_counter() - start
-        if mirror is not None:
-            mirror.set_result((response, elapsed))
-        response.headers.append((VARIANT_HEADER, variant.encode()))
-        _mark_cold_wait(response, cold)
-        await respond(send, response.status, response.headers, response.body)
-        self.traffic.stats.record(route.model, variant, response.status < 500, elapsed)
-        self.metrics.observe_variant(route.model, variant, response.status, elapsed)
-        self.metrics.observe(route.model, ep.address, "http", response.status, elapsed)
+        if action == "generate_stream":
+            await self._stream_call(request, responder, model, version)
+            return
+        call = _RestCall(self, request, action)
+        try:
+            served = await self.pipeline.forward(call, model, version, _KINDS[action])
+        except Exception as exc:
+            status, headers, body = error_response(exc)
+            if call.variant is not None:
+                headers.append((VARIANT_HEADER, call.variant.encode()))
+            await responder.reply(status, headers, body)
+            return
+        response: UpstreamResponse = served.result
+        headers = response.headers
+        if served.variant is not None:
+            headers.append((VARIANT_HEADER, served.variant.encode()))
+        if served.waited_s:
+            headers.append((COLD_START_HEADER, str(round(served.waited_s * 1000)).encode()))
+        await responder.reply(response.status, headers, response.body)
+
+    async def _stream_call(self, request: HttpRequest, responder: Responder, model: str,
+                           version: str) -> None:
+        """``generate_stream``: Triton's Server-Sent Events pass through as they arrive, never
+        buffered. A split model's variant is chosen as for infer (no shadow copy of a stream).
+        A client that goes away cancels the call upstream; a transfer that breaks after the
+        head was sent ends the stream with a V2 error event."""
+        call = _StreamCall(self, request, "generate_stream", responder, model)
+        task = asyncio.current_task()
+        assert task is not None
+
+        def gone() -> None:
+            if not call.finished:
+                call.gone = True
+                task.cancel()
+
+        unwatch = responder.on_gone(gone)
+        try:
+            await self.pipeline.forward(call, model, version, _KINDS["generate_stream"])
+        except asyncio.CancelledError:
+            if not call.gone or task.uncancel():
+                raise
+        except Exception as exc:
+            if call.started:
+                call.finished = True
+                await responder.end(b"data: " + error_response(exc)[2] + b"\n\n")
+            else:
+                status, headers, body = error_response(exc)
+                await responder.reply(status, headers, body)
+        finally:
+            unwatch()
 
 
-class _Relay:
-    """Passes one streamed response on to the client (the ``relay`` of
-    :meth:`gateway.pipeline.proxy.Proxy.forward_stream`)."""
+# action -> what kind of call it is for the pipeline
+_KINDS = {
+    "infer": INFER | LOAD | SHADOW, "generate": INFER | LOAD | SHADOW,
+    "generate_stream": INFER | LOAD | STREAM,
+    "": LOAD, "config": LOAD, "ready": 0,
+}
 
-    __slots__ = ("cold", "finished", "gone", "metrics", "model", "send", "start", "started",
+
+class _RestCall:
+    """One forwarded REST call as the pipeline sees it (:class:`gateway.pipeline.service.Call`)."""
+
+    __slots__ = ("action", "app", "body", "cold", "headers", "method", "request", "target",
                  "variant")
+    protocol = "http"
 
-    def __init__(self, send: Any, model: str, variant: str | None, cold: ColdWait,
-                 start: float, metrics: GatewayMetrics) -> None:
-        self.send = send
-        self.model = model
+    def __init__(self, app: GatewayApp, request: HttpRequest, action: str) -> None:
+        self.app = app
+        self.request = request
+        self.action = action
+        self.method = request.method.encode()
+        target = request.path.encode()
+        self.target = target + b"?" + request.query if request.query else target
+        self.body = request.body
+        # The client's headers minus hop-by-hop ones and the API key (never sent on).
+        name = app.admission.auth_header()
+        drop = HOP_BY_HOP if name is None else HOP_BY_HOP | {name.encode()}
+        self.headers = [(k, v) for k, v in request.headers if k not in drop]
+        self.variant: str | None = None
+        self.cold: ColdWait | None = None
+
+    def credential(self, header: str) -> bytes | None:
+        return self.request.header(header.encode())
+
+    def header(self, name: str) -> str | None:
+        raw = self.request.header(name.encode())
+        return raw.decode("latin-1") if raw is not None else None
+
+    def size(self) -> int:
+        return len(self.body)
+
+    def check(self) -> None:
+        if self.action in _INFER_ACTIONS:
+            check_infer_body(self.request.headers, self.body, self.action)
+
+    def budget_s(self) -> float | None:
+        return request_budget(self.request)
+
+    def prioritize(self, level: int) -> bool:
+        rewritten = rest_with_priority(self.body, self.headers, level)
+        if rewritten is None:
+            return False
+        self.body, self.headers = rewritten
+        return True
+
+    def retarget(self, route: Route, variant: str) -> None:
         self.variant = variant
-        self.cold = cold
-        self.start = start
-        self.metrics = metrics
+        self.target = model_path(route.model, route.version, self.action)
+
+    def endpoints(self, pool: Pool) -> Sequence[Endpoint]:
+        return pool.endpoints
+
+    def send(self, ep: Endpoint, route: Route) -> Awaitable[UpstreamResponse]:
+        timeouts = route.timeouts
+        return self.app.upstream.request(ep.host, ep.port, self.method, self.target,
+                                         self.headers, self.body, timeouts.connect_s,
+                                         timeouts.read_s)
+
+    def status(self, result: UpstreamResponse) -> int:
+        return result.status
+
+    def error_status(self, exc: BaseException) -> int:
+        return http_status_of(exc)
+
+    def shadow(self, route: Route) -> Callable[[], Awaitable[UpstreamResponse]] | None:
+        upstream, method, headers, body = self.app.upstream, self.method, self.headers, self.body
+        target = model_path(route.model, route.version, self.action)
+        timeouts = route.timeouts
+
+        def send(ep: Endpoint) -> Awaitable[UpstreamResponse]:
+            return upstream.request(ep.host, ep.port, method, target, headers, body,
+                                    timeouts.connect_s, timeouts.read_s)
+
+        return self.app.pipeline.shadow_sender(route, send)
+
+
+class _StreamCall(_RestCall):
+    """``generate_stream``: the answer is relayed to the client as the endpoint sends it."""
+
+    __slots__ = ("begun", "finished", "gone", "model", "responder", "started")
+
+    def __init__(self, app: GatewayApp, request: HttpRequest, action: str,
+                 responder: Responder, model: str) -> None:
+        super().__init__(app, request, action)
+        self.responder = responder
+        self.model = model
+        self.begun = time.perf_counter()
         self.started = self.finished = self.gone = False
 
-    async def __call__(self, stream: UpstreamStream) -> None:
+    def send(self, ep: Endpoint, route: Route) -> Awaitable[UpstreamResponse]:
+        return self._relay(ep, route)
+
+    async def _relay(self, ep: Endpoint, route: Route) -> UpstreamResponse:
+        timeouts = route.timeouts
+        stream = await self.app.upstream.stream(
+            ep.host, ep.port, b"POST", model_path(route.model, route.version, self.action),
+            self.headers, self.body, timeouts.connect_s, timeouts.read_s)
+        try:
+            await self._pass_on(stream)
+        finally:
+            stream.close()
+        return UpstreamResponse(stream.status, stream.headers, b"")
+
+    async def _pass_on(self, stream: UpstreamStream) -> None:
         headers = list(stream.headers)
         if self.variant is not None:
             headers.append((VARIANT_HEADER, self.variant.encode()))
-        if self.cold.waited_s:
+        if self.cold is not None and self.cold.waited_s:
             headers.append((COLD_START_HEADER, str(round(self.cold.waited_s * 1000)).encode()))
-        await self.send({"type": "http.response.start", "status": stream.status,
-                         "headers": headers})
+        responder = self.responder
+        await responder.start(stream.status, headers)
         self.started = True
         first = True
         async for chunk in stream.chunks():
             if first:
-                self.metrics.first_byte.labels(self.model, "http").observe(
-                    time.perf_counter() - self.start)
+                self.app.metrics.first_byte.labels(self.model, "http").observe(
+                    time.perf_counter() - self.begun)
                 first = False
-            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await responder.write(chunk)
         self.finished = True
-        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def fail(self, exc: BaseException) -> None:
-        """End a started stream with one V2 error event (the status line is already sent)."""
-        self.finished = True
-        await self.send({"type": "http.response.body",
-                         "body": b"data: " + error_response(exc)[2] + b"\n\n", "more_body": False})
+        await responder.end()
 
 
-async def _client_gone(receive: Any, relay: _Relay, task: asyncio.Task[Any]) -> None:
-    """Cancel ``task`` (the streaming call) if the client disconnects before the stream ends
-    (the body was read already: the next message is the disconnect)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if not relay.finished:
-                relay.gone = True
-                task.cancel()
-            return
+class _AsgiResponder:
+    """:class:`Responder` over ASGI ``send`` (and ``receive``, to see the client go)."""
+
+    __slots__ = ("receive", "send")
+
+    def __init__(self, send: Any, receive: Any) -> None:
+        self.send = send
+        self.receive = receive
+
+    async def reply(self, status: int, headers: Headers, body: bytes) -> None:
+        await respond(self.send, status, headers, body)
+
+    async def start(self, status: int, headers: Headers) -> None:
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def write(self, chunk: bytes) -> None:
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def end(self, chunk: bytes = b"") -> None:
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": False})
+
+    def on_gone(self, callback: Callable[[], None]) -> Callable[[], None]:
+        async def watch() -> None:  # the body was read already: the next message is the end
+            while True:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    callback()
+                    return
+
+        watcher = asyncio.create_task(watch())
+        return watcher.cancel  # type: ignore[return-value]
 
 
-def _header_reader(scope: Scope) -> Callable[[str], str | None]:
-    def get(name: str) -> str | None:
-        raw = header(scope, name.encode())
-        return raw.decode("latin-1") if raw is not None else None
+def is_model_call(path: str) -> bool:
+    """A path the REST front forwards (statistics are merged by the gateway instead)."""
+    return path.startswith(_PREFIX) and not path.endswith("/stats")
 
-    return get
+
+def http_status_of(exc: BaseException) -> int:
+    row = status_of(exc)
+    return 500 if row is None else row[0]
+
+
+def request_budget(request: HttpRequest) -> float | None:
+    """How long this request may wait for a cold start (seconds), if it says.
+
+    Read only when a request is about to wait: the ``x-servegate-timeout-ms`` header, else the
+    V2 ``timeout`` request parameter (microseconds) from the JSON header part of the body.
+    """
+    raw = request.header(TIMEOUT_HEADER)
+    if raw is not None:
+        try:
+            return max(float(raw) / 1000, 0.0)
+        except ValueError:
+            raise BadRequest(f"invalid {TIMEOUT_HEADER.decode()} header: {raw[:32]!r}") from None
+    body = request.body
+    hlen = request.header(b"inference-header-content-length")
+    head = body[:int(hlen)] if hlen is not None and hlen.isdigit() else body
+    if b'"timeout"' not in head or request.header(b"content-encoding") is not None:
+        return None
+    try:
+        params = json.loads(head).get("parameters") or {}
+        timeout_us = params.get("timeout")
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(timeout_us, int | float) and not isinstance(timeout_us, bool):
+        return max(timeout_us / 1e6, 0.0)
+    return None
 
 
 class _Tracked:
@@ -378,38 +499,6 @@ class _Tracked:
                     await self()
         except TimeoutError:
             pass
-
-
-def _mark_cold_wait(response: UpstreamResponse, cold: ColdWait) -> None:
-    """A response that waited for a cold start says how long, in milliseconds."""
-    if cold.waited_s:
-        response.headers.append((COLD_START_HEADER, str(round(cold.waited_s * 1000)).encode()))
-
-
-def request_budget(scope: Scope, body: bytes) -> float | None:
-    """How long this request may wait for a cold start (seconds), if it says.
-
-    Read only when a request is about to wait: the ``x-servegate-timeout-ms`` header, else the
-    V2 ``timeout`` request parameter (microseconds) from the JSON header part of the body.
-    """
-    raw = header(scope, TIMEOUT_HEADER)
-    if raw is not None:
-        try:
-            return max(float(raw) / 1000, 0.0)
-        except ValueError:
-            raise BadRequest(f"invalid {TIMEOUT_HEADER.decode()} header: {raw[:32]!r}") from None
-    hlen = header(scope, b"inference-header-content-length")
-    head = body[:int(hlen)] if hlen is not None and hlen.isdigit() else body
-    if b'"timeout"' not in head or header(scope, b"content-encoding") is not None:
-        return None
-    try:
-        params = json.loads(head).get("parameters") or {}
-        timeout_us = params.get("timeout")
-    except (ValueError, AttributeError):
-        return None
-    if isinstance(timeout_us, int | float) and not isinstance(timeout_us, bool):
-        return max(timeout_us / 1e6, 0.0)
-    return None
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

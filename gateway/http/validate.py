@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import re
 
+from gateway.adapters.upstream import Headers
 from gateway.errors import BadRequest
-from gateway.http.asgi import Scope
 
 INFERENCE_HEADER = b"inference-header-content-length"
 _IDENTITY = (b"", b"identity")
@@ -33,17 +33,17 @@ _SHAPE_KEY = b'"shape"'
 _SHAPE = re.compile(rb'"shape"\s*:\s*\[([^\]]*)\]')
 
 
-def check_infer_body(scope: Scope, body: bytes, action: str) -> None:
+def check_infer_body(headers: Headers, body: bytes, action: str) -> None:
     """Raise :class:`BadRequest` for a body no Triton could accept (see the module doc)."""
-    json_size = check_inference_header(scope, body)
-    if action == "infer" and _encoding(scope) in _IDENTITY:
+    json_size = check_inference_header(headers, body)
+    if action == "infer" and _encoding(headers) in _IDENTITY:
         check_declared_shapes(body, len(body) if json_size is None else json_size)
 
 
-def check_inference_header(scope: Scope, body: bytes) -> int | None:
+def check_inference_header(headers: Headers, body: bytes) -> int | None:
     """The JSON part's size if ``Inference-Header-Content-Length`` frames ``body``; ``None``
     without the header; :class:`BadRequest` if it cannot."""
-    values = [v for k, v in scope["headers"] if k == INFERENCE_HEADER]
+    values = [v for k, v in headers if k == INFERENCE_HEADER]
     if not values:
         return None
     if len(set(values)) > 1:
@@ -54,7 +54,7 @@ def check_inference_header(scope: Scope, body: bytes) -> int | None:
         raise BadRequest(f"invalid Inference-Header-Content-Length header '{shown}': expected "
                          "the byte length of the JSON part of the body")
     size = int(raw)
-    if size > len(body) and _encoding(scope) in _IDENTITY:
+    if size > len(body) and _encoding(headers) in _IDENTITY:
         raise BadRequest(f"Inference-Header-Content-Length {size} is past the end of the "
                          f"request body ({len(body)} bytes)")
     return size
@@ -97,8 +97,8 @@ def _elements_over(dims: bytes, limit: int) -> bool:
     return False
 
 
-def _encoding(scope: Scope) -> bytes:
-    for key, value in scope["headers"]:
+def _encoding(headers: Headers) -> bytes:
+    for key, value in headers:
         if key == b"content-encoding":
             return bytes(value).strip().lower()
     return b""

@@ -189,6 +189,27 @@ class Proxy:
         finally:
             self.in_flight[model] -= 1
 
+    def lease(self, route: Route, endpoints: Sequence[Endpoint],
+              open_call: Callable[[Endpoint], T]) -> tuple[T, Lease]:
+        """Hold an endpoint for a long call (a gRPC stream): ``open_call`` on an endpoint
+        picked from ``endpoints`` of the route's pool, retried on another one when it raises
+        :class:`UpstreamConnectError` (nothing was sent). The endpoint counts the call as
+        outstanding, and the model as in flight, until :meth:`Lease.release`."""
+        pool = self.runtime.state.pools[route.pool]
+        tried: list[Endpoint] = []
+        while True:
+            ep = self.pick(pool, endpoints, tried)
+            try:
+                opened = open_call(ep)
+            except UpstreamConnectError as exc:
+                self.failed(ep, exc)
+                tried.append(ep)
+                continue
+            break
+        ep.begin(self._clock())
+        self.in_flight[route.model] = self.in_flight.get(route.model, 0) + 1
+        return opened, Lease(self, ep, route.model)
+
     def _slot(self, pool: str, model: str, charge: str | None) -> CostSlot | None:
         """The accumulator charged for this call in ``pool`` (``None``: nobody is charged)."""
         return self.cost.slot(pool, model, charge) if charge and self.cost else None
@@ -250,6 +271,37 @@ class Proxy:
             ep.failed(self._clock(), pool.config.health, reason)
         if self.metrics is not None:
             self.metrics.upstream_error(ep.pool, ep.address, kind)
+
+
+class Lease:
+    """An endpoint held by one long call (:meth:`Proxy.lease`)."""
+
+    __slots__ = ("_proxy", "endpoint", "model", "released", "started")
+
+    def __init__(self, proxy: Proxy, endpoint: Endpoint, model: str) -> None:
+        self._proxy = proxy
+        self.endpoint = endpoint
+        self.model = model
+        self.started = time.perf_counter()
+        self.released = False
+
+    def release(self, requests: int, charge: str | None) -> float:
+        """The call ended: the endpoint and the model count it out, and ``charge`` (a tenant)
+        pays for the whole time it held the endpoint when it sent ``requests`` (> 0). Returns
+        that time in seconds; a second release does nothing (and returns 0)."""
+        if self.released:
+            return 0.0
+        self.released = True
+        proxy = self._proxy
+        self.endpoint.end(proxy._clock())
+        proxy.in_flight[self.model] -= 1
+        held = time.perf_counter() - self.started
+        if requests and charge is not None:
+            slot = proxy._slot(self.endpoint.pool, self.model, charge)
+            if slot is not None:
+                slot.busy_s += held
+                slot.requests += requests
+        return held
 
 
 def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:

@@ -20,6 +20,10 @@ from router import UnknownModel
 BODY = b'{"inputs":[{"name":"DATA","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
 
 
+def headers(**values: str) -> list[tuple[bytes, bytes]]:
+    return scope(**values)["headers"]  # type: ignore[no-any-return]
+
+
 def scope(**headers: str) -> dict[str, Any]:
     return {"headers": [(k.replace("_", "-").lower().encode(), v.encode())
                         for k, v in headers.items()]}
@@ -27,7 +31,7 @@ def scope(**headers: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("value", ["0", "10", str(len(BODY)), " 12 "])
 def test_header_within_the_body_passes(value: str) -> None:
-    check_infer_body(scope(inference_header_content_length=value), BODY, "infer")
+    check_infer_body(headers(inference_header_content_length=value), BODY, "infer")
 
 
 @pytest.mark.parametrize(("value", "fragment"), [
@@ -37,14 +41,14 @@ def test_header_within_the_body_passes(value: str) -> None:
 ])
 def test_header_that_cannot_frame_the_body_is_refused(value: str, fragment: str) -> None:
     with pytest.raises(BadRequest, match=fragment):
-        check_infer_body(scope(inference_header_content_length=value), BODY, "generate")
+        check_infer_body(headers(inference_header_content_length=value), BODY, "generate")
 
 
 def test_compressed_body_header_counts_uncompressed_bytes() -> None:
-    check_infer_body(scope(inference_header_content_length="100000", content_encoding="gzip"),
+    check_infer_body(headers(inference_header_content_length="100000", content_encoding="gzip"),
                      b"\x1f\x8b...", "infer")
     with pytest.raises(BadRequest):
-        check_infer_body(scope(inference_header_content_length="x", content_encoding="gzip"),
+        check_infer_body(headers(inference_header_content_length="x", content_encoding="gzip"),
                          b"\x1f\x8b...", "infer")
 
 
@@ -62,7 +66,7 @@ def _infer(shape: str, data: str = "[1]") -> bytes:
     b'{"inputs":[{"name":"\\"shape\\": [1,100000000]","shape":[1],"data":[1]}]}',  # escaped
 ])
 def test_shapes_the_body_can_carry_pass(body: bytes) -> None:
-    check_infer_body(scope(), body, "infer")
+    check_infer_body(headers(), body, "infer")
 
 
 @pytest.mark.parametrize("shape", [
@@ -72,9 +76,9 @@ def test_shapes_the_body_can_carry_pass(body: bytes) -> None:
 def test_shape_declaring_more_elements_than_bytes_is_refused(shape: str) -> None:
     body = _infer(shape)
     with pytest.raises(BadRequest, match="declares more elements"):
-        check_infer_body(scope(), body, "infer")
+        check_infer_body(headers(), body, "infer")
     # generate bodies are not tensors: a field named shape is the model's business
-    check_infer_body(scope(), body, "generate")
+    check_infer_body(headers(), body, "generate")
 
 
 def test_only_the_json_part_of_a_binary_body_is_searched() -> None:
@@ -82,15 +86,15 @@ def test_only_the_json_part_of_a_binary_body_is_searched() -> None:
            b'"parameters":{"binary_data_size":16}}]}'
     tensor = b'"shape":[1,100000000]'.ljust(16, b" ")[:16]  # tensor bytes that look like JSON
     body = head + tensor
-    check_infer_body(scope(inference_header_content_length=str(len(head))), body, "infer")
+    check_infer_body(headers(inference_header_content_length=str(len(head))), body, "infer")
     big = head.replace(b"[1,4]", b"[1,400]")
     with pytest.raises(BadRequest, match="declares more elements"):
-        check_infer_body(scope(inference_header_content_length=str(len(big))),
+        check_infer_body(headers(inference_header_content_length=str(len(big))),
                          big + tensor, "infer")
 
 
 def test_compressed_body_is_not_searched() -> None:
-    check_infer_body(scope(content_encoding="gzip"), _infer("[1, 100000000]"), "infer")
+    check_infer_body(headers(content_encoding="gzip"), _infer("[1, 100000000]"), "infer")
 
 
 # --------------------------------------------------------------------------- body deadline
