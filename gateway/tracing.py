@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.errors import TracingUnavailable
@@ -81,24 +82,25 @@ def parse_traceparent(value: bytes) -> tuple[int, int, int] | None:
 class RequestTrace:
     """One sampled request's timeline, turned into spans by :meth:`end`."""
 
-    __slots__ = ("_marks", "_parent", "_start_ns", "_trace_id", "_tracestate", "_tracing",
-                 "model", "protocol")
+    __slots__ = ("_clock", "_marks", "_parent", "_start_ns", "_trace_id", "_tracestate",
+                 "_tracing", "model", "protocol")
 
     def __init__(self, tracing: Tracing, model: str, protocol: str, trace_id: int,
                  parent: tuple[int, int] | None, tracestate: bytes | None) -> None:
         self._tracing = tracing
+        self._clock = clock = tracing.clock
         self.model = model
         self.protocol = protocol
         self._trace_id = trace_id
         self._parent = parent  # (span id, flags) of the caller's span
         self._tracestate = tracestate
-        self._start_ns = time.perf_counter_ns()
+        self._start_ns = clock()
         self._marks: list[tuple[str, int]] | None = []
 
     def mark(self, phase: str) -> None:
         """``phase`` starts now; the one before it (if any) ends now."""
         if self._marks is not None:
-            self._marks.append((phase, time.perf_counter_ns()))
+            self._marks.append((phase, self._clock()))
 
     def end(self, status: int, endpoint: str = "", variant: str | None = None,
             error: str | None = None) -> None:
@@ -109,7 +111,7 @@ class RequestTrace:
         error kind (e.g. an exception's class name); a 5xx or an error marks the span failed."""
         marks, self._marks = self._marks, None
         if marks is not None:
-            self._tracing._export(self, marks, time.perf_counter_ns(), status, endpoint,
+            self._tracing._export(self, marks, self._clock(), status, endpoint,
                                   variant, error)
 
 
@@ -118,14 +120,16 @@ class Tracing:
 
     ``exporter`` replaces the OTLP exporter (tests pass an in-memory one); spans still go
     through a ``BatchSpanProcessor``, so they reach it on :meth:`force_flush` or
-    :meth:`shutdown` at the latest."""
+    :meth:`shutdown` at the latest. ``clock`` gives monotonic nanoseconds (tests step it)."""
 
-    def __init__(self, settings: TracingSettings, exporter: SpanExporter | None = None) -> None:
+    def __init__(self, settings: TracingSettings, exporter: SpanExporter | None = None,
+                 clock: Callable[[], int] = time.perf_counter_ns) -> None:
         self.settings = settings
         self.enabled = settings.enabled
+        self.clock = clock
         # TraceIdRatioBased's bound on the low 64 bits of a new trace id.
         self._bound = round(settings.sample_ratio * (1 << 64))
-        self._epoch_offset_ns = time.time_ns() - time.perf_counter_ns()
+        self._epoch_offset_ns = time.time_ns() - clock()
         self._sdk = _Sdk(settings, exporter) if settings.enabled else None
 
     def begin(self, model: str, protocol: str, traceparent: bytes | None,
