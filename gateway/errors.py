@@ -22,6 +22,8 @@ protocol: :mod:`gateway.http.errors` (HTTP) and :mod:`gateway.grpc.errors` (gRPC
      │                                serving with the last known state
      ├── DiscoveryError               endpoint discovery failed (the local actuator, or the
      │                                Kubernetes API); the pool keeps its last known endpoints
+     ├── TracingUnavailable           start-up: tracing is on but the OpenTelemetry SDK (the
+     │                                ``tracing`` extra) is not installed
      └── UpstreamError                the call to a Triton endpoint failed
           ├── UpstreamConnectError    could not connect: the request never left (retry-safe)
           ├── UpstreamTimeout         504: no complete response within the read deadline
@@ -111,6 +113,10 @@ class StateStoreError(GatewayError):
 
 class DiscoveryError(GatewayError):
     pass
+
+
+class TracingUnavailable(GatewayError):
+    """Tracing was asked for, but ``opentelemetry-sdk`` (or its OTLP exporter) is missing."""
 
 
 class UpstreamError(GatewayError):

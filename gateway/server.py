@@ -64,6 +64,7 @@ from gateway.pipeline.residency import Residency
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.service import Pipeline
 from gateway.settings import GatewaySettings
+from gateway.tracing import Tracing
 from gateway.traffic.manager import TrafficManager
 from gateway.traffic.shadow import ShadowMirror
 from gateway.traffic.sync import TrafficSync
@@ -89,6 +90,8 @@ class Gateway:
     def __init__(self, config: Config, settings: GatewaySettings,
                  upstream: Upstream | None = None, store: StateStore | None = None) -> None:
         self.runtime = Runtime(config)
+        # First: with tracing on but the SDK missing, start-up stops here (TracingUnavailable).
+        self.tracing = Tracing(settings.tracing)
         self.grpc_on = settings.server.grpc_port != 0
         if self.grpc_on:
             warn_missing_grpc(config)
@@ -313,6 +316,7 @@ async def serve(settings: GatewaySettings) -> None:
         await gw.store.aclose()
         await gw.upstream.aclose()
         await gw.grpc_channels.aclose()
+        gw.tracing.shutdown()  # flushes queued spans (blocks up to the exporter's timeout)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         if server.deadline is not None:

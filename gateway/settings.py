@@ -24,6 +24,26 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """OpenTelemetry spans of the gateway's phases (:mod:`gateway.tracing`); off unless
+    ``enabled``, and only then is the ``tracing`` extra (the OpenTelemetry SDK) needed."""
+
+    enabled: bool = False
+    # The OTLP/gRPC collector, e.g. http://otel-collector:4317 (http: plaintext); None leaves
+    # it to the exporter ($OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, $OTEL_EXPORTER_OTLP_ENDPOINT,
+    # else localhost:4317), as it does the other OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables.
+    otlp_endpoint: str | None = None
+    # The share of requests traced when the caller sends no traceparent; with one, its sampled
+    # flag decides.
+    sample_ratio: float = 1.0
+    service_name: str = "servegate-gateway"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample_ratio <= 1.0:
+            raise ValueError(f"sample_ratio must be within [0, 1], not {self.sample_ratio}")
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     config_path: Path
     server: ServerSettings = ServerSettings()
@@ -43,3 +63,4 @@ class GatewaySettings:
     # Rollout driver tick and shared-state resync period.
     traffic_tick_s: float = 2.0
     resync_s: float = 1.0
+    tracing: TracingSettings = TracingSettings()

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from contracts import ConfigError
+from gateway.errors import TracingUnavailable
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +53,14 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--graceful-shutdown-s", type=float, default=30.0,
                     help="on SIGTERM, how long in-flight requests and cold-start waits may "
                          "take once the listeners are closed")
+    gw.add_argument("--otlp-endpoint", default=None, metavar="URL",
+                    help="turn tracing on: OpenTelemetry spans of each request's phases, sent "
+                         "over OTLP/gRPC to this collector (e.g. http://otel-collector:4317); "
+                         "needs `pip install servegate[tracing]`; the exporter's OTEL_* "
+                         "variables apply")
+    gw.add_argument("--trace-sample-ratio", type=_ratio, default=1.0, metavar="F",
+                    help="with tracing on, the share of requests traced when the caller sends "
+                         "no traceparent (default 1.0); a caller's sampled flag always decides")
 
     demo = sub.add_parser("demo", help="local Triton servers + gateway, no Kubernetes needed")
     demo.add_argument("--http-port", type=int, default=8000)
@@ -87,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
 
     add_subcommands(sub)
     return p
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not within [0, 1]")
+    return value
 
 
 def _admin_token(path: Path | None) -> str | None:
@@ -139,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "gateway":
             from gateway.server import run
-            from gateway.settings import GatewaySettings, ServerSettings
+            from gateway.settings import GatewaySettings, ServerSettings, TracingSettings
 
             run(GatewaySettings(
                 config_path=args.config, watch=args.watch,
@@ -150,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
                 redis_url=args.redis_url or os.environ.get("SERVEGATE_REDIS_URL") or None,
                 replica_id=args.replica_id, admin_token=_admin_token(args.admin_token_file),
                 traffic_tick_s=args.traffic_tick_s, autoscaler_url=args.autoscaler_url,
-                api_keys_file=_api_keys_file(args.api_keys_file)))
+                api_keys_file=_api_keys_file(args.api_keys_file),
+                tracing=TracingSettings(enabled=args.otlp_endpoint is not None,
+                                        otlp_endpoint=args.otlp_endpoint,
+                                        sample_ratio=args.trace_sample_ratio)))
         elif args.command == "demo":
             from servegate.demo import DemoSettings, run_demo
 
@@ -163,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
             cfg = load_config_file(args.config)
             print(f"{args.config}: OK ({len(cfg.pools)} pools, {len(cfg.models)} models)")
-    except ConfigError as exc:
+    except (ConfigError, TracingUnavailable) as exc:
         print(exc, file=sys.stderr)
         return 2
     return 0

@@ -29,7 +29,7 @@ TARGET = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platfo
           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
 DIRECT = ("servegate (pyproject.toml)", "-r requirements/bootstrap.in")
-EXTRAS = ("demo", "sim", "test")
+EXTRAS = ("demo", "sim", "test", "tracing")
 
 
 @dataclass

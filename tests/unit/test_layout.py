@@ -1,5 +1,5 @@
 """The house rules of the layout, read from the source: who may import whom, no import cycles,
-one module per external system.
+one module per external system (Kubernetes, Redis, OpenTelemetry).
 
     servegate   the entry point: may import everything below
     gateway     the data plane        } never import each other, nor servegate
@@ -146,6 +146,14 @@ def test_one_module_imports_redis() -> None:
     users = sorted(m for m, path in MODULES.items()
                    if any(top(i) == "redis" for i in imports(path, m)))
     assert users == ["adapters.redisio"]
+
+
+def test_one_module_imports_opentelemetry() -> None:
+    """Tracing is optional (the ``tracing`` extra): gateway.tracing is the only module that
+    imports OpenTelemetry, and it imports the SDK only when tracing is on."""
+    users = sorted(m for m, path in MODULES.items()
+                   if any(top(i) == "opentelemetry" for i in imports(path, m)))
+    assert users == ["gateway.tracing"]
 
 
 def test_test_file_basenames_are_unique() -> None:
