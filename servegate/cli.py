@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--graceful-shutdown-s", type=float, default=30.0,
                     help="on SIGTERM, how long in-flight requests and cold-start waits may "
                          "take once the listeners are closed")
+    gw.add_argument("--workers", type=_positive, default=1,
+                    help="gateway processes serving the same ports (SO_REUSEPORT) under a "
+                         "supervising parent; /metrics on any shows the whole pod's (default 1: "
+                         "this process serves)")
 
     demo = sub.add_parser("demo", help="local Triton servers + gateway, no Kubernetes needed")
     demo.add_argument("--http-port", type=int, default=8000)
@@ -87,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
 
     add_subcommands(sub)
     return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _admin_token(path: Path | None) -> str | None:
@@ -138,10 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_cost(args.url, args.since, args.by, token, args.json)
     try:
         if args.command == "gateway":
-            from gateway.server import run
             from gateway.settings import GatewaySettings, ServerSettings
 
-            run(GatewaySettings(
+            settings = GatewaySettings(
                 config_path=args.config, watch=args.watch,
                 server=ServerSettings(host=args.host, http_port=args.http_port,
                                       grpc_port=args.grpc_port, log_level=args.log_level,
@@ -150,7 +160,14 @@ def main(argv: list[str] | None = None) -> int:
                 redis_url=args.redis_url or os.environ.get("SERVEGATE_REDIS_URL") or None,
                 replica_id=args.replica_id, admin_token=_admin_token(args.admin_token_file),
                 traffic_tick_s=args.traffic_tick_s, autoscaler_url=args.autoscaler_url,
-                api_keys_file=_api_keys_file(args.api_keys_file)))
+                api_keys_file=_api_keys_file(args.api_keys_file), workers=args.workers)
+            if settings.workers > 1:  # a light supervising parent, N workers
+                from gateway.workers.parent import run_workers
+
+                return run_workers(settings)
+            from gateway.server import run
+
+            run(settings)
         elif args.command == "demo":
             from servegate.demo import DemoSettings, run_demo
 
