@@ -1,6 +1,7 @@
 """``servegate gateway --workers 2`` in front of real Triton: both workers serve one port (REST
 and gRPC), ``/metrics`` from any of them counts the whole pod, a worker that dies is started
-again, SIGTERM drains all (exit 0), and a SIGKILLed parent leaves no worker behind."""
+again, SIGHUP reaches every worker, SIGTERM drains all (exit 0), and a SIGKILLed parent leaves
+no worker behind."""
 
 from __future__ import annotations
 
@@ -107,6 +108,12 @@ def test_a_worker_that_dies_is_started_again(pod: GatewayProcess) -> None:
              and len(workers(pod)) == 2 and pod_complete(pod), 30, "a new worker in its place")
     assert "exited unexpectedly" in pod.log()
     assert infer(pod) == 200
+
+
+def test_sighup_reaches_every_worker(pod: GatewayProcess) -> None:
+    pod.reload()  # the same file: each worker reloads it once, the pod counts two reloads
+    wait_for(lambda: total(pod.metrics(), "servegate_config_reloads_total") == 2, 20,
+             "both workers reloaded")
 
 
 def test_sigterm_drains_every_worker_and_exits_0(pod: GatewayProcess) -> None:
