@@ -4,7 +4,9 @@ Where it sits: the entry behind ``servegate gateway``. :class:`Gateway` composes
 upstream clients, proxy, metrics, control endpoints, the gRPC front and prober from one config
 (a factory, no module-level app); :func:`serve` runs it under uvicorn (httptools, uvloop) and,
 unless ``grpc_port`` is 0, a grpc.aio server beside it, and owns the background tasks. SIGHUP
-reloads the config.
+reloads the config. As one of the workers of ``--workers N`` (``settings.worker`` set, started by
+:mod:`gateway.workers.parent`) it binds its listeners with SO_REUSEPORT beside its siblings and
+answers ``/metrics`` for the whole pod.
 
 SIGTERM/SIGINT drain, then exit 0:
 
@@ -63,11 +65,13 @@ from gateway.pipeline.quota import Quotas
 from gateway.pipeline.residency import Residency
 from gateway.pipeline.runtime import Runtime
 from gateway.pipeline.service import Pipeline
-from gateway.settings import GatewaySettings
+from gateway.settings import GatewaySettings, ServerSettings
 from gateway.tracing import Tracing
 from gateway.traffic.manager import TrafficManager
 from gateway.traffic.shadow import ShadowMirror
 from gateway.traffic.sync import TrafficSync
+from gateway.workers import WORKER_READY
+from gateway.workers.podmetrics import PodMetrics
 
 log = logging.getLogger("servegate.gateway")
 
@@ -121,7 +125,8 @@ class Gateway:
                                                       self.cost))
         self.admission = Admission(self.runtime, self.quotas, self.metrics, self.load.queued_in)
         self.keys_path = settings.api_keys_file
-        self.pipeline = Pipeline(self.proxy, self.admission, self.metrics, self.traffic)
+        self.pipeline = Pipeline(self.proxy, self.admission, self.metrics, self.traffic,
+                                 self.tracing)
         self.app = GatewayApp(self.pipeline, self.upstream, self.metrics, self.control)
         self.prober = Prober(self.runtime, self.upstream, tick_s=settings.probe_tick_s,
                              coldstart=self.coldstart)
@@ -197,6 +202,12 @@ class _Server(uvicorn.Server):
     with a drain bounded by ``deadline`` (loop time) instead of a fixed timeout."""
 
     deadline: float | None = None
+    on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -255,7 +266,9 @@ async def serve(settings: GatewaySettings) -> None:
         proxy_headers=False,  # the hot path does not need X-Forwarded-* rewriting
         timeout_graceful_shutdown=int(srv.graceful_shutdown_s),
     ))
+    sockets = [_reuse_port_socket(srv)] if settings.worker is not None else None
     grpc_server = await _start_grpc(gw, settings) if srv.grpc_port else None
+    pod = await _join_pod(gw, server, settings)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
 
@@ -301,12 +314,14 @@ async def serve(settings: GatewaySettings) -> None:
             name="grpc-drain")
     try:
         gw.ready = True
-        await server.serve()
+        await server.serve(sockets=sockets)
     finally:
         gw.ready = False
         stopping.set()
         if grpc_drain is not None:
             await grpc_drain
+        if pod is not None:
+            await pod.aclose()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -328,7 +343,8 @@ async def _start_grpc(gw: Gateway, settings: GatewaySettings) -> grpc.aio.Server
     srv = settings.server
     host = f"[{srv.host}]" if ":" in srv.host else srv.host
     gw.warm_grpc()
-    grpc_server = build_server(gw.grpc, gw.grpc_message_limit())
+    grpc_server = build_server(gw.grpc, gw.grpc_message_limit(),
+                               reuse_port=settings.worker is not None)
     try:
         grpc_server.add_insecure_port(f"{host}:{srv.grpc_port}")
     except RuntimeError as exc:
@@ -344,6 +360,37 @@ async def _stop_grpc(grpc_server: grpc.aio.Server, stopping: asyncio.Event,
     """Once stopping: refuse new calls, let running ones finish within the grace left."""
     await stopping.wait()
     await grpc_server.stop(grace_s())
+
+
+def _reuse_port_socket(srv: ServerSettings) -> socket.socket:
+    """A worker's own REST listener, bound with SO_REUSEPORT beside its siblings' (the kernel
+    spreads new connections over them); uvicorn listens on it."""
+    family = socket.AF_INET6 if ":" in srv.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((srv.host, srv.http_port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(f"cannot serve REST on {srv.host}:{srv.http_port}: {exc}") from exc
+    return sock
+
+
+async def _join_pod(gw: Gateway, server: _Server, settings: GatewaySettings) -> PodMetrics | None:
+    """As a worker of ``--workers N``: serve this worker's metrics to its siblings, answer
+    ``/metrics`` for the pod, say when serving (the parent waits for it). Without Redis each
+    worker enforces its share of the quotas, as replicas do while Redis is down."""
+    slot = settings.worker
+    if slot is None:
+        return None
+    pod = PodMetrics(gw.metrics, slot)
+    await pod.start()
+    gw.control.pod_metrics = pod.render
+    if not settings.redis_url:
+        gw.quotas.replicas = slot.count
+    server.on_started = lambda: print(WORKER_READY, flush=True)
+    return pod
 
 
 def _residency(runtime: Runtime, upstream: Upstream, coldstart: ColdStart,

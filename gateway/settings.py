@@ -44,6 +44,16 @@ class TracingSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSlot:
+    """Set in each worker process of ``--workers N`` (N > 1) by the supervising parent."""
+
+    index: int  # 0 .. count-1
+    count: int
+    # The parent's private directory: worker-<i>.sock serves worker i's own metrics.
+    sockets_dir: Path
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     config_path: Path
     server: ServerSettings = ServerSettings()
@@ -64,3 +74,8 @@ class GatewaySettings:
     traffic_tick_s: float = 2.0
     resync_s: float = 1.0
     tracing: TracingSettings = TracingSettings()
+    # Gateway processes serving the same ports (SO_REUSEPORT) under a supervising parent; 1:
+    # this process serves, as before (gateway/workers/).
+    workers: int = 1
+    # In a worker process only: which one it is (None in a gateway of one process).
+    worker: WorkerSlot | None = None

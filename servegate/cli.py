@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--trace-sample-ratio", type=_ratio, default=1.0, metavar="F",
                     help="with tracing on, the share of requests traced when the caller sends "
                          "no traceparent (default 1.0); a caller's sampled flag always decides")
+    gw.add_argument("--workers", type=_positive, default=1,
+                    help="gateway processes serving the same ports (SO_REUSEPORT) under a "
+                         "supervising parent; /metrics on any shows the whole pod's (default 1: "
+                         "this process serves)")
 
     demo = sub.add_parser("demo", help="local Triton servers + gateway, no Kubernetes needed")
     demo.add_argument("--http-port", type=int, default=8000)
@@ -102,6 +106,13 @@ def _ratio(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not within [0, 1]")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
 
 
@@ -154,10 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_cost(args.url, args.since, args.by, token, args.json)
     try:
         if args.command == "gateway":
-            from gateway.server import run
             from gateway.settings import GatewaySettings, ServerSettings, TracingSettings
 
-            run(GatewaySettings(
+            settings = GatewaySettings(
                 config_path=args.config, watch=args.watch,
                 server=ServerSettings(host=args.host, http_port=args.http_port,
                                       grpc_port=args.grpc_port, log_level=args.log_level,
@@ -166,10 +176,17 @@ def main(argv: list[str] | None = None) -> int:
                 redis_url=args.redis_url or os.environ.get("SERVEGATE_REDIS_URL") or None,
                 replica_id=args.replica_id, admin_token=_admin_token(args.admin_token_file),
                 traffic_tick_s=args.traffic_tick_s, autoscaler_url=args.autoscaler_url,
-                api_keys_file=_api_keys_file(args.api_keys_file),
+                api_keys_file=_api_keys_file(args.api_keys_file), workers=args.workers,
                 tracing=TracingSettings(enabled=args.otlp_endpoint is not None,
                                         otlp_endpoint=args.otlp_endpoint,
-                                        sample_ratio=args.trace_sample_ratio)))
+                                        sample_ratio=args.trace_sample_ratio))
+            if settings.workers > 1:  # a light supervising parent, N workers
+                from gateway.workers.parent import run_workers
+
+                return run_workers(settings)
+            from gateway.server import run
+
+            run(settings)
         elif args.command == "demo":
             from servegate.demo import DemoSettings, run_demo
 

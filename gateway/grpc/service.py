@@ -369,17 +369,19 @@ def _refuse(message: str) -> Callable[[bytes, Context], Awaitable[bytes]]:
     return handler
 
 
-def build_server(front: GrpcFront, max_message_bytes: int) -> grpc.aio.Server:
+def build_server(front: GrpcFront, max_message_bytes: int,
+                 reuse_port: bool = False) -> grpc.aio.Server:
     """A grpc.aio server carrying ``front``; the caller binds a port, starts and stops it.
 
     ``max_message_bytes`` caps what grpc accepts before a handler sees it (the routes' own
     ``max_body_bytes`` are checked per call, with a clearer message). ``so_reuseport`` is off
-    so that a port already in use is an error, not a silently shared listener.
+    so that a port already in use is an error, not a silently shared listener, except for the
+    workers of ``--workers N`` (``reuse_port``), which share the port on purpose.
     """
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", -1),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ])
     server.add_generic_rpc_handlers((front.rpc_handler(),))
     return server

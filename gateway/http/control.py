@@ -6,7 +6,8 @@
 - ``POST /v2/repository/index``: models from the routing table, READY when their pool has an
   admitted endpoint; optional body ``{"ready": true}`` keeps only ready ones
 - ``GET /v2/models/stats`` and ``/v2/models/{m}[/versions/{v}]/stats``: merged over endpoints
-- ``GET /metrics``: Prometheus text format
+- ``GET /metrics``: Prometheus text format (with ``--workers N``, the whole pod's:
+  :mod:`gateway.workers.podmetrics`)
 - ``GET /openapi.json``: the OpenAPI 3 description of this REST surface
   (``gateway/http/openapi.yaml``, read once when the gateway starts)
 - ``POST /v2/repository/models/{m}/load|unload``: refused (501); model control belongs to the
@@ -53,6 +54,8 @@ class Control:
         self.metrics = metrics
         self.is_ready = is_ready
         self.admin = admin  # the admin API (an ASGI app) under /admin/
+        # Set in a worker of ``--workers N``: renders the whole pod's metrics, not this process's.
+        self.pod_metrics: Callable[[], Awaitable[bytes]] | None = None
         self._routes: dict[str, tuple[str, Callable[[Scope, Any, Any], Any]]] = {
             "/v2/health/live": ("GET", self._live),
             "/v2/health/ready": ("GET", self._ready),
@@ -112,8 +115,9 @@ class Control:
         await respond(send, 200, [(b"content-type", b"application/json")], self._openapi_doc)
 
     async def _metrics(self, scope: Scope, receive: Any, send: Any) -> None:
+        body = self.metrics.render() if self.pod_metrics is None else await self.pod_metrics()
         await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
-                      self.metrics.render())
+                      body)
 
     async def _all_stats(self, scope: Scope, receive: Any, send: Any) -> None:
         state = self.runtime.state

@@ -6,7 +6,7 @@ Where it sits: between the front doors, which only parse and serialize (REST
 (:mod:`gateway.pipeline.proxy`). One call goes through these steps, one small method each:
 
     authenticate -> route -> admit -> split -> priority -> send (cold-start wait, pick, send:
-    Proxy.call) -> record (metrics, split statistics, shadow comparison)
+    Proxy.call) -> record (metrics, split statistics, shadow comparison, trace spans)
 
 A front describes its call with a :class:`Call` (what the pipeline needs to read from the
 request, and how to send it to one endpoint); the result of ``send`` comes back unchanged in a
@@ -31,6 +31,7 @@ from gateway.pipeline.coldstart import ColdWait
 from gateway.pipeline.pools import Endpoint, Pool
 from gateway.pipeline.proxy import Proxy
 from gateway.pipeline.splits import Decision
+from gateway.tracing import RequestTrace, Tracing
 from gateway.traffic.manager import TrafficManager
 from router import Route, UnknownModel
 from router.health import UNHEALTHY_STATUSES
@@ -108,11 +109,12 @@ class Served:
 
 class Pipeline:
     def __init__(self, proxy: Proxy, admission: Admission, metrics: GatewayMetrics,
-                 traffic: TrafficManager | None) -> None:
+                 traffic: TrafficManager | None, tracing: Tracing | None = None) -> None:
         self.proxy = proxy
         self.admission = admission
         self.metrics = metrics
         self.traffic = traffic  # split decisions and statistics; None: splits not applied
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
 
     # -------------------------------------------------------------- steps
 
@@ -163,9 +165,14 @@ class Pipeline:
         variant = None
         mirror = None
         cold = call.cold = ColdWait(call.budget_s, load=bool(kind & LOAD))
+        trace = None if self.tracing is None else self._trace(call, model)
         try:
             tenant = self.authenticate(call)
+            if trace is not None:
+                trace.mark("route")
             route = self.route(model, version)
+            if trace is not None:
+                trace.mark("admit")
             ticket = self.admit(tenant, route, call, kind)
             call.check()
             self.prioritize(ticket, route, call, kind)
@@ -176,6 +183,8 @@ class Pipeline:
                 call.retarget(target, variant)
                 if decision.shadow is not None and kind & SHADOW:
                     mirror = self._mirror(route, decision, call)
+            if trace is not None:
+                trace.mark("upstream")  # the cold-start wait, if any, is part of it
             result, ep = await self.proxy.call(
                 target, call.endpoints, lambda ep: call.send(ep, target), cold,
                 _unhealthy if self._ejects_on_5xx(target) else None,
@@ -191,6 +200,8 @@ class Pipeline:
                                  elapsed)
             if variant is not None:
                 self._record_variant(model, variant, status, elapsed)
+            if trace is not None:
+                trace.end(status, getattr(exc, "endpoint", ""), variant, type(exc).__name__)
             raise
         finally:
             self.admission.release(ticket)
@@ -201,7 +212,21 @@ class Pipeline:
         self.metrics.observe(model, ep.address, call.protocol, status, elapsed)
         if variant is not None:
             self._record_variant(model, variant, status, elapsed)
+        if trace is not None:
+            trace.end(status, ep.address, variant)
         return Served(result, ep, variant, cold.waited_s)
+
+    def _trace(self, call: Call, model: str) -> RequestTrace | None:
+        """Spans of this call's phases, when tracing is on and the call is sampled; the
+        caller's ``traceparent`` makes them part of its trace."""
+        assert self.tracing is not None
+        parent, state = call.header("traceparent"), call.header("tracestate")
+        trace = self.tracing.begin(model, call.protocol,
+                                   parent.encode("latin-1") if parent else None,
+                                   state.encode("latin-1") if state else None)
+        if trace is not None:
+            trace.mark("auth")
+        return trace
 
     def _ejects_on_5xx(self, route: Route) -> bool:
         return self.proxy.runtime.state.pools[route.pool].config.health.eject_on_5xx
