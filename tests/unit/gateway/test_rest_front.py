@@ -256,3 +256,35 @@ async def test_generate_stream_relays_every_event(tmp_path: Path) -> None:
     assert r.content == b"data: {\"i\":0}\n\ndata: {\"i\":1}\n\n"
     assert up.sent[0].target == b"/v2/models/m/generate_stream"
     assert gw.load.in_flight["m"] == 0
+
+
+async def test_tracing_spans_the_pipeline_phases_under_the_callers_trace(
+        tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.settings import TracingSettings
+    from gateway.tracing import Tracing
+
+    exporter = InMemorySpanExporter()
+    up = Scripted()
+    gw, client = make(BASIC, up, tmp_path)
+    assert gw.pipeline.tracing is None  # off by default: the pipeline does nothing for it
+    tracing = Tracing(TracingSettings(enabled=True), exporter=exporter)
+    gw.pipeline.tracing = tracing
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = await client.post("/v2/models/m/infer", content=BODY, headers={"traceparent": tp})
+    assert r.status_code == 200
+    assert dict(up.sent[0].headers)[b"traceparent"] == tp.encode()  # untouched upstream
+    missing = await client.post("/v2/models/nope/infer", content=BODY)
+    assert missing.status_code == 404
+    tracing.force_flush()
+    spans = exporter.get_finished_spans()
+    roots = [s for s in spans if s.name.startswith("servegate http")]
+    assert len(roots) == 2
+    ok = next(s for s in roots if s.context.trace_id == int("0af7651916cd43dd8448eb211c80319c",
+                                                             16))
+    assert ok.parent is not None and ok.parent.span_id == int("b7ad6b7169203331", 16)
+    phases = sorted(s.name for s in spans if s.parent is not None
+                    and s.parent.span_id == ok.context.span_id)
+    assert phases == ["admit", "auth", "route", "upstream"]
+    tracing.shutdown()
