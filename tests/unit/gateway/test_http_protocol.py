@@ -114,7 +114,7 @@ def responses(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
 
 
 async def test_one_write_per_response_and_keep_alive(tmp_path: Path) -> None:
-    proto, transport, up, _ = connect(tmp_path)
+    proto, transport, _, _ = connect(tmp_path)
     writes: list[bytes] = []
     transport.write = writes.append  # type: ignore[method-assign]
     proto.data_received(post())
