@@ -35,8 +35,15 @@ _SHAPE = re.compile(rb'"shape"\s*:\s*\[([^\]]*)\]')
 
 def check_infer_body(headers: Headers, body: bytes, action: str) -> None:
     """Raise :class:`BadRequest` for a body no Triton could accept (see the module doc)."""
-    json_size = check_inference_header(headers, body)
-    if action == "infer" and _encoding(headers) in _IDENTITY:
+    framed = False
+    encoded = False
+    for key, value in headers:  # one pass; the common request has neither header
+        if key == INFERENCE_HEADER:
+            framed = True
+        elif key == b"content-encoding":
+            encoded = True
+    json_size = check_inference_header(headers, body) if framed else None
+    if action == "infer" and (not encoded or _encoding(headers) in _IDENTITY):
         check_declared_shapes(body, len(body) if json_size is None else json_size)
 
 
@@ -81,20 +88,17 @@ def check_declared_shapes(body: bytes, json_end: int) -> None:
 def _elements_over(dims: bytes, limit: int) -> bool:
     """Whether the dimensions' product passes ``limit``; ``False`` for anything that is not a
     list of non-negative integers (Triton rejects those itself, cheaply)."""
-    values = []
+    cap = limit + 1
+    product = 1
     for part in dims.split(b","):
         part = part.strip()
         if not part.isdigit() or len(part) > 20:
             return False
-        values.append(int(part))
-    if 0 in values:
-        return False
-    product = 1
-    for value in values:  # every value >= 1: the product only grows, stop once past
-        product *= value
-        if product > limit:
-            return True
-    return False
+        value = int(part)
+        if not value:
+            return False
+        product = min(product * value, cap)  # capped: a long shape never builds a huge int
+    return product == cap
 
 
 def _encoding(headers: Headers) -> bytes:

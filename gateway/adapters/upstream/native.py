@@ -39,8 +39,8 @@ class _Connection(asyncio.Protocol):
     """One TCP connection to an endpoint; carries one request at a time."""
 
     __slots__ = (
-        "_body", "_head", "_headers", "_parser", "_sink", "_waiter", "closed", "endpoint",
-        "keep_alive", "status", "transport",
+        "_body", "_deadline", "_head", "_headers", "_loop", "_parser", "_sink", "_timeout",
+        "_timer", "_timer_at", "_waiter", "closed", "endpoint", "keep_alive", "status", "transport",
     )
 
     def __init__(self, endpoint: str) -> None:
@@ -57,6 +57,13 @@ class _Connection(asyncio.Protocol):
         # ``_sink`` (None marks the end, an exception a broken transfer).
         self._head: asyncio.Future[UpstreamResponse] | None = None
         self._sink: asyncio.Queue[bytes | UpstreamError | None] | None = None
+        # The read deadline of the request in flight: one timer per connection, re-armed only
+        # when it fires early (a timer per request cost more than the rest of the bookkeeping).
+        self._loop = asyncio.get_running_loop()
+        self._deadline = 0.0
+        self._timeout = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,6 +79,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._sink is not None:
             self._stream_failed(UpstreamBroken(self.endpoint, "connection closed mid-stream"))
         waiter = self._waiter
@@ -127,10 +137,34 @@ class _Connection(asyncio.Protocol):
             self.abort()
 
     # -- used by the client ----------------------------------------------------------------
-    def send(self, data: bytes, waiter: asyncio.Future[UpstreamResponse]) -> None:
+    def send(self, data: bytes, waiter: asyncio.Future[UpstreamResponse],
+             timeout: float) -> None:
+        """Write a request; ``waiter`` gets its response, or :class:`UpstreamTimeout` when
+        none has come ``timeout`` seconds from now."""
         assert self.transport is not None
         self._waiter = waiter
+        self._timeout = timeout
+        self._deadline = deadline = self._loop.time() + timeout
+        timer = self._timer
+        if timer is None or deadline < self._timer_at:  # none armed, or armed too late
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
         self.transport.write(data)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # idle: armed again by the next request
+        now = self._loop.time()
+        if now < self._deadline:  # a later request than the one the timer was set for
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+            return
+        waiter.set_exception(UpstreamTimeout(self.endpoint,
+                                             f"no response within {self._timeout:g}s"))
 
     def send_more(self, data: bytes) -> None:
         assert self.transport is not None
@@ -161,6 +195,9 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -186,18 +223,15 @@ class NativeUpstream:
         # large tensors, which go as a second write.
         if len(body) <= _COALESCE_MAX:
             head.append(body)
-            conn.send(b"".join(head), waiter)
+            conn.send(b"".join(head), waiter, read_timeout)
         else:
-            conn.send(b"".join(head), waiter)
+            conn.send(b"".join(head), waiter, read_timeout)
             conn.send_more(body)
-        timer = loop.call_later(read_timeout, _expire, waiter, conn, read_timeout)
         try:
             response = await waiter
         except BaseException:
             conn.abort()  # timed out, reset, or the caller was cancelled: never reuse
             raise
-        finally:
-            timer.cancel()
         self._release(key, conn)
         return response
 

@@ -818,3 +818,30 @@ async def test_a_stream_left_unread_is_aborted(upstream: NativeUpstream, start: 
     stream.close()  # the client went away before the end
     await wait_event(server.conns[0].peer_closed)
     assert upstream.idle_connections(HOST, server.port) == 0
+
+
+async def test_read_deadline_follows_each_request_on_a_reused_connection(
+    upstream: NativeUpstream, start: Start
+) -> None:
+    """One timer per connection: a later request with a longer deadline is not cut short by
+    the earlier one's, and a shorter deadline after a longer one still fires on time."""
+    async def handler(server: Server, conn: Conn) -> None:
+        while True:
+            req = await read_request(conn.reader)
+            if req is None:
+                return
+            if req.target == "/slow":
+                await asyncio.sleep(0.5)
+            conn.writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await conn.writer.drain()
+
+    server = await start(handler)
+    assert (await call(upstream, server, read_timeout=0.3)).status == 200
+    assert (await call(upstream, server, target=b"/slow", read_timeout=2.0)).status == 200
+    assert (await call(upstream, server, read_timeout=30.0)).status == 200
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(UpstreamTimeout):
+        await call(upstream, server, target=b"/slow", read_timeout=0.1)
+    assert loop.time() - began < 0.45  # the 0.1 s deadline, not the 30 s one armed before
+    assert server.accepted == 1
