@@ -30,6 +30,7 @@ from router.health import circuit_state
 # 1 ms .. 10 s, roughly x2 per step with the usual SLO points (25/50/100/250 ms, 1 s).
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+_CHILDREN_KEPT = 4096  # label sets whose counter child is kept resolved
 
 
 class _Series:
@@ -142,6 +143,9 @@ class GatewayMetrics:
         # Requests held in the cold-start buffer, per pool.
         self.registry.register(_StateCollector(runtime, in_flight, queued, clock))
         self._error_labels: set[tuple[str, str, str]] = set()
+        # Counter children resolved once per label set (``labels()`` costs more than ``inc()``).
+        self._refused: dict[tuple[str, str, int], Any] = {}
+        self._admission_refused: dict[tuple[str, str, str], Any] = {}
 
     def observe(self, model: str, endpoint: str, protocol: str, status: int,
                 seconds: float) -> None:
@@ -152,6 +156,26 @@ class GatewayMetrics:
         series.by_class[min(max(status // 100, 1), 5) - 1] += 1
         series.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         series.sum += seconds
+
+    def refused(self, model: str, protocol: str, status: int) -> None:
+        """A request the gateway answered itself with an error (``servegate_rejected``)."""
+        key = (model, protocol, status)
+        child = self._refused.get(key)
+        if child is None:
+            child = self.rejected.labels(model, protocol, str(status))
+            if len(self._refused) < _CHILDREN_KEPT:
+                self._refused[key] = child
+        child.inc()
+
+    def refused_by_admission(self, tenant: str, model: str, reason: str) -> None:
+        """A request admission refused (``servegate_admission_rejected``)."""
+        key = (tenant, model, reason)
+        child = self._admission_refused.get(key)
+        if child is None:
+            child = self.admission_rejected.labels(tenant, model, reason)
+            if len(self._admission_refused) < _CHILDREN_KEPT:
+                self._admission_refused[key] = child
+        child.inc()
 
     def upstream_error(self, pool: str, endpoint: str, kind: str) -> None:
         self._error_labels.add((pool, endpoint, kind))

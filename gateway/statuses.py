@@ -55,8 +55,19 @@ STATUSES: dict[type[BaseException], tuple[int, str]] = {
 def status_of(exc: BaseException) -> tuple[int, str] | None:
     """``(HTTP status, gRPC code name)`` for a known error; ``None`` for anything else (a bug:
     the fronts log it and answer 500 / INTERNAL)."""
-    for cls in type(exc).__mro__:
+    kind = type(exc)
+    try:
+        return _FOUND[kind]
+    except KeyError:
+        pass
+    row = None
+    for cls in kind.__mro__:
         row = STATUSES.get(cls)
         if row is not None:
-            return row
-    return None
+            break
+    if len(_FOUND) < 256:  # exception types are few; bounded all the same
+        _FOUND[kind] = row
+    return row
+
+
+_FOUND: dict[type[BaseException], tuple[int, str] | None] = {}  # walked once per type

@@ -192,7 +192,7 @@ class GrpcFront:
             model, version, _ = request_head(request)
         except Exception as exc:
             code, details = grpc_status(exc)
-            self.metrics.rejected.labels("", "grpc", str(http_status(code))).inc()
+            self.metrics.refused("", "grpc", http_status(code))
             await _abort(context, code, details)
         call = _GrpcCall(self, method, request, context)
         try:

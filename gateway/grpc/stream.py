@@ -199,7 +199,7 @@ class StreamRelay:
     async def _reply_error(self, exc: Exception, model: str, request_id: str) -> None:
         code, details = grpc_status(exc)
         label = "<unknown>" if isinstance(exc, UnknownModel) or not model else model
-        self.front.metrics.rejected.labels(label, "grpc", str(http_status(code))).inc()
+        self.front.metrics.refused(label, "grpc", http_status(code))
         reply = pb.ModelStreamInferResponse(
             error_message=details, infer_response=pb.ModelInferResponse(id=request_id))
         async with self._write_lock:

@@ -131,7 +131,7 @@ class GatewayApp:
             pass
         except Exception as exc:
             status, headers, body = error_response(exc)
-            self.metrics.rejected.labels("", "http", str(status)).inc()
+            self.metrics.refused("", "http", status)
             await receive.drain(scope)
             await respond(send, status, headers, body)
 
@@ -209,7 +209,7 @@ class GatewayApp:
                                  "expected an integer")
         except Exception as exc:
             status, headers, body = error_response(exc)
-            self.metrics.rejected.labels("", "http", str(status)).inc()
+            self.metrics.refused("", "http", status)
             await responder.reply(status, headers, body)
             return
         if action == "generate_stream":

@@ -6,8 +6,8 @@ that go with some of them (Retry-After, WWW-Authenticate, Allow, Connection) are
 
 from __future__ import annotations
 
-import json
 import logging
+from json.encoder import encode_basestring_ascii as _quote
 
 from gateway.adapters.upstream import Headers
 from gateway.errors import (
@@ -49,4 +49,5 @@ def error_response(exc: BaseException) -> tuple[int, Headers, bytes]:
         headers.append((b"allow", exc.allowed.encode()))
     if isinstance(exc, RequestTimeout | PayloadTooLarge):  # the body was not read to its end
         headers.append((b"connection", b"close"))
-    return status, headers, json.dumps({"error": message}).encode()
+    # = json.dumps({"error": message}), through the C string encoder only
+    return status, headers, b'{"error": ' + _quote(message).encode() + b"}"

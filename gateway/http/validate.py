@@ -37,7 +37,7 @@ def check_infer_body(headers: Headers, body: bytes, action: str) -> None:
     """Raise :class:`BadRequest` for a body no Triton could accept (see the module doc)."""
     framed = False
     encoded = False
-    for key, value in headers:  # one pass; the common request has neither header
+    for key, _ in headers:  # one pass; the common request has neither header
         if key == INFERENCE_HEADER:
             framed = True
         elif key == b"content-encoding":

@@ -70,7 +70,7 @@ class Admission:
         try:
             return self.keys.tenant(credential(value, auth.bearer))
         except Exception:
-            self.metrics.admission_rejected.labels("", "", "unauthenticated").inc()
+            self.metrics.refused_by_admission("", "", "unauthenticated")
             raise
 
     # -------------------------------------------------------------- may it, is there room
@@ -140,4 +140,4 @@ class Admission:
             self.quotas.release(ticket.tenant)
 
     def _rejected(self, tenant: str | None, model: str, reason: str) -> None:
-        self.metrics.admission_rejected.labels(tenant or "", model, reason).inc()
+        self.metrics.refused_by_admission(tenant or "", model, reason)
