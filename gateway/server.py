@@ -120,9 +120,12 @@ class Gateway:
         self.store: StateStore = store or MemoryStore()
         self.traffic = TrafficManager(self.runtime, self.store, self.mirror,
                                       tick_s=settings.traffic_tick_s, resync_s=settings.resync_s)
+        # A worker of ``--workers N``: /metrics answers for the whole pod.
+        self.pod = PodMetrics(self.metrics, settings.worker) if settings.worker else None
         self.control = Control(self.runtime, self.upstream, self.metrics, self.is_ready,
                                admin=create_admin_app(self.traffic, settings.admin_token,
-                                                      self.cost))
+                                                      self.cost),
+                               pod_metrics=self.pod.render if self.pod else None)
         self.admission = Admission(self.runtime, self.quotas, self.metrics, self.load.queued_in)
         self.keys_path = settings.api_keys_file
         self.pipeline = Pipeline(self.proxy, self.admission, self.metrics, self.traffic,
@@ -384,9 +387,9 @@ async def _join_pod(gw: Gateway, server: _Server, settings: GatewaySettings) -> 
     slot = settings.worker
     if slot is None:
         return None
-    pod = PodMetrics(gw.metrics, slot)
+    pod = gw.pod
+    assert pod is not None
     await pod.start()
-    gw.control.pod_metrics = pod.render
     if not settings.redis_url:
         gw.quotas.replicas = slot.count
     server.on_started = lambda: print(WORKER_READY, flush=True)

@@ -48,14 +48,15 @@ _INDEX_BODY_LIMIT = 64 * 1024
 class Control:
     def __init__(self, runtime: Runtime, upstream: Upstream, metrics: GatewayMetrics,
                  is_ready: Callable[[], bool],
-                 admin: Callable[[Scope, Any, Any], Awaitable[None]] | None = None) -> None:
+                 admin: Callable[[Scope, Any, Any], Awaitable[None]] | None = None,
+                 pod_metrics: Callable[[], Awaitable[bytes]] | None = None) -> None:
         self.runtime = runtime
         self.upstream = upstream
         self.metrics = metrics
         self.is_ready = is_ready
         self.admin = admin  # the admin API (an ASGI app) under /admin/
-        # Set in a worker of ``--workers N``: renders the whole pod's metrics, not this process's.
-        self.pod_metrics: Callable[[], Awaitable[bytes]] | None = None
+        # In a worker of ``--workers N``: renders the whole pod's metrics, not this process's.
+        self.pod_metrics = pod_metrics
         self._routes: dict[str, tuple[str, Callable[[Scope, Any, Any], Any]]] = {
             "/v2/health/live": ("GET", self._live),
             "/v2/health/ready": ("GET", self._ready),
