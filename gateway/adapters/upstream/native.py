@@ -215,7 +215,7 @@ class NativeUpstream:
         connect_timeout: float, read_timeout: float,
     ) -> UpstreamResponse:
         key = (host, port)
-        conn = await self._acquire(key, connect_timeout)
+        conn = self._idle_one(key) or await self._connect(key, connect_timeout)
         head = _head(host, port, method, target, headers, body)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
@@ -260,11 +260,18 @@ class NativeUpstream:
                        lambda: self._release(key, conn))
 
     async def _acquire(self, key: tuple[str, int], timeout: float) -> _Connection:
+        return self._idle_one(key) or await self._connect(key, timeout)
+
+    def _idle_one(self, key: tuple[str, int]) -> _Connection | None:
+        """A pooled connection still open, if there is one (no coroutine on the common path)."""
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
             if not conn.closed:
                 return conn
+        return None
+
+    async def _connect(self, key: tuple[str, int], timeout: float) -> _Connection:
         endpoint = f"{key[0]}:{key[1]}"
         loop = asyncio.get_running_loop()
         try:
