@@ -8,7 +8,9 @@ What it measures
     ``raw_input_contents``) to ``/inference.GRPCInferenceService/ModelInfer`` with no
     (de)serialization on the client side, from N concurrent workers over one channel, each
     sending its next request as soon as the previous answer arrives (closed loop), for a fixed
-    duration after a discarded warm-up. Every latency is recorded.
+    duration after a discarded warm-up. Every latency is recorded. With ``--rpc stream`` the
+    same request goes over ModelStreamInfer instead: each worker holds one bidirectional stream
+    for the whole cell and sends its next request on it when the previous response arrives.
 
     Per cell: requests/s, p50 and p99 latency; for the gateway the throughput ratio against
     direct, the latency it adds at p50 and p99, and its CPU time (user + system of the gateway
@@ -20,6 +22,7 @@ What it measures
 Usage
     .venv/bin/python loadtest/bench_grpc.py
     .venv/bin/python loadtest/bench_grpc.py --duration 5 --concurrency 16,64 --repeat 3
+    .venv/bin/python loadtest/bench_grpc.py --rpc unary,stream --concurrency 64
 
 Results: a table on stdout and JSON in ``--out`` (default ``loadtest/results/grpc.json``).
 """
@@ -57,6 +60,8 @@ from servegate.local.launch import free_port, start_triton
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "loadtest" / "results" / "grpc.json"
 INFER = "/inference.GRPCInferenceService/ModelInfer"
+STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+RPCS = ("unary", "stream")
 READY_TIMEOUT_S = 30.0
 
 
@@ -176,6 +181,10 @@ async def closed_loop(address: str, raw: bytes, concurrency: int, seconds: float
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
+    return _run(address, latencies, errors, elapsed)
+
+
+def _run(address: str, latencies: list[float], errors: int, elapsed: float) -> Run:
     if not latencies:
         raise RuntimeError(f"{address}: no request succeeded ({errors} errors)")
     q = np.percentile(np.array(latencies) * 1000, [50, 99])
@@ -183,12 +192,50 @@ async def closed_loop(address: str, raw: bytes, concurrency: int, seconds: float
                elapsed)
 
 
+async def closed_loop_stream(address: str, raw: bytes, concurrency: int,
+                             seconds: float) -> Run:
+    """ModelStreamInfer: each worker holds one stream and sends its next request on it as
+    soon as the previous response arrives."""
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        open_stream = channel.stream_stream(STREAM_INFER)  # bytes in, bytes out
+        start = time.perf_counter()
+        stop_at = start + seconds
+
+        async def worker() -> None:
+            nonlocal errors
+            call = open_stream(timeout=seconds + 30)
+            try:
+                while (t0 := time.perf_counter()) < stop_at:
+                    await call.write(raw)
+                    reply = pb.ModelStreamInferResponse.FromString(await call.read())
+                    if reply.error_message:
+                        if not errors:
+                            print(f"\n    first error: {reply.error_message}", file=sys.stderr)
+                        errors += 1
+                        continue
+                    latencies.append(time.perf_counter() - t0)
+                await call.done_writing()
+                while await call.read() is not grpc.aio.EOF:
+                    pass
+            except grpc.aio.AioRpcError as exc:
+                if not errors:
+                    print(f"\n    stream ended: {exc.code()} {exc.details()}", file=sys.stderr)
+                errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return _run(address, latencies, errors, elapsed)
+
+
 def measure(address: str, raw: bytes, concurrency: int, args: argparse.Namespace,
-            cpu: Callable[[], float] | None) -> Run:
+            cpu: Callable[[], float] | None, rpc: str = "unary") -> Run:
+    loop = closed_loop_stream if rpc == "stream" else closed_loop
     if args.warmup > 0:
-        _run_loop(closed_loop(address, raw, concurrency, args.warmup))
+        _run_loop(loop(address, raw, concurrency, args.warmup))
     cpu0 = cpu() if cpu else 0.0
-    run = _run_loop(closed_loop(address, raw, concurrency, args.duration))
+    run = _run_loop(loop(address, raw, concurrency, args.duration))
     if cpu is not None:
         run.cpu_s = cpu() - cpu0
     return run
@@ -241,7 +288,7 @@ def summarize(runs: Sequence[Run], base: dict[str, Any] | None) -> dict[str, Any
 
 
 def print_table(cells: Sequence[dict[str, Any]]) -> None:
-    head = (f"{'conc':>5}  {'target':8}{'req/s':>9}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}"
+    head = (f"{'rpc':7}{'conc':>5}  {'target':8}{'req/s':>9}{'ratio':>7}{'p50 ms':>9}{'p99 ms':>9}"
             f"{'+p50':>8}{'+p99':>8}{'CPU us/req':>12}{'err':>5}")
     print("\n" + head + "\n" + "-" * len(head))
     for cell in cells:
@@ -252,7 +299,8 @@ def print_table(cells: Sequence[dict[str, Any]]) -> None:
                 value = r.get(key)
                 return "-" if value is None else format(value, spec)
 
-            print(f"{cell['concurrency']:>5}  {name:8}{r['rps']:>9.0f}"
+            print(f"{cell.get('rpc', 'unary'):7}{cell['concurrency']:>5}  {name:8}"
+                  f"{r['rps']:>9.0f}"
                   f"{fmt('throughput_ratio', '.2f'):>7}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
                   f"{fmt('added_p50_ms', '+.2f'):>8}{fmt('added_p99_ms', '+.2f'):>8}"
                   f"{fmt('cpu_us_per_req', '.0f'):>12}{r['errors']:>5}")
@@ -296,6 +344,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    type=lambda s: [int(x) for x in s.split(",") if x.strip()],
                    help="concurrent client workers, comma-separated (default 16,64)")
     p.add_argument("--repeat", type=int, default=1, help="runs per cell; the median is reported")
+    p.add_argument("--rpc", default="unary",
+                   type=lambda s: [x.strip() for x in s.split(",") if x.strip()],
+                   help="comma-separated subset of: unary (ModelInfer), stream "
+                        "(ModelStreamInfer: one stream per worker, closed loop on it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--gateway-arg", action="append", default=[],
                    help="extra argument for the gateway command line (repeatable)")
@@ -315,21 +367,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             verify(triton.grpc, gateway.grpc_address, raw)
             meta = metadata(args)
             cells = []
-            for conc in args.concurrency:
-                runs: dict[str, list[Run]] = {"direct": [], "gateway": []}
-                for rep in range(args.repeat):
-                    for name, address, cpu in (
-                            ("direct", triton.grpc, None),
-                            ("gateway", gateway.grpc_address, gateway.cpu_seconds)):
-                        print(f"  c={conc:<3} rep {rep + 1}/{args.repeat} {name:8}", end="",
-                              flush=True)
-                        run = measure(address, raw, conc, args, cpu)
-                        print(f" {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
-                              f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}")
-                        runs[name].append(run)
-                direct = summarize(runs["direct"], None)
-                cells.append({"concurrency": conc, "direct": direct,
-                              "gateway": summarize(runs["gateway"], direct)})
+            for rpc in args.rpc:
+                if rpc not in RPCS:
+                    raise SystemExit(f"--rpc: {rpc!r} is not one of {', '.join(RPCS)}")
+                for conc in args.concurrency:
+                    runs: dict[str, list[Run]] = {"direct": [], "gateway": []}
+                    for rep in range(args.repeat):
+                        for name, address, cpu in (
+                                ("direct", triton.grpc, None),
+                                ("gateway", gateway.grpc_address, gateway.cpu_seconds)):
+                            print(f"  {rpc:6} c={conc:<3} rep {rep + 1}/{args.repeat} {name:8}",
+                                  end="", flush=True)
+                            run = measure(address, raw, conc, args, cpu, rpc)
+                            print(f" {run.rps:8.0f} req/s  p50 {run.p50_ms:6.2f} ms  "
+                                  f"p99 {run.p99_ms:6.2f} ms  errors {run.errors}")
+                            runs[name].append(run)
+                    direct = summarize(runs["direct"], None)
+                    cells.append({"rpc": rpc, "concurrency": conc, "direct": direct,
+                                  "gateway": summarize(runs["gateway"], direct)})
     finally:
         if gateway is not None:
             gateway.stop()

@@ -1,7 +1,7 @@
 """Route, pick, send: the protocol-neutral middle of the request path.
 
-Where it sits: the REST and gRPC fronts have already read the model name and the body bytes;
-:meth:`Proxy.call` looks up the route's pool, picks an endpoint (power of two choices on
+Where it sits: the send step of the pipeline (:mod:`gateway.pipeline.service`), once the call
+is routed and admitted; :meth:`Proxy.call` looks up the route's pool, picks an endpoint (power of two choices on
 outstanding requests), runs the front's ``send`` on it and returns its result unchanged;
 :meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
 when the request provably never left (a connect failure), and goes to the pool's fallback
@@ -9,8 +9,8 @@ pool (``fallback_pool``, e.g. on-demand behind spot) when its own pool has no en
 offer, before waiting for a cold start; every transport failure is reported to the
 endpoint's health state, so repeated failures eject it. An answered inference adds its
 backend time to the charged tenant's cost accumulator (:mod:`gateway.pipeline.cost`). A gRPC stream
-holds one endpoint for its lifetime and uses :meth:`Proxy.pick` and :meth:`Proxy.failed`
-directly.
+holds one endpoint for its lifetime through :meth:`Proxy.lease` (a :class:`Lease` counts it in
+and out like any request).
 In a model-managed pool the candidates are the endpoints holding the model, and a call for a
 model none holds waits for one load (:mod:`gateway.pipeline.residency`).
 """
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from random import Random
 from typing import TypeVar
 
-from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse, UpstreamStream
+from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart, ColdWait
@@ -70,27 +70,7 @@ class Proxy:
 
         health = self.runtime.state.pools[route.pool].config.health
         return await self.call(route, _all_endpoints, send, cold,
-                               _unhealthy_status if health.eject_on_5xx else None, charge)
-
-    async def forward_stream(
-        self, route: Route, method: bytes, target: bytes, headers: Headers, body: bytes,
-        relay: Callable[[UpstreamStream], Awaitable[None]], cold: ColdWait | None = None,
-        charge: str | None = None,
-    ) -> tuple[UpstreamResponse, Endpoint]:
-        """:meth:`forward` for a response that streams: ``relay`` gets the open stream and
-        passes it on; the endpoint counts the request as outstanding until the stream ends
-        (the answer returned has the head and no body)."""
-        async def send(ep: Endpoint) -> UpstreamResponse:
-            stream = await self.upstream.stream(
-                ep.host, ep.port, method, target, headers, body,
-                route.timeouts.connect_s, route.timeouts.read_s)
-            try:
-                await relay(stream)
-            finally:
-                stream.close()
-            return UpstreamResponse(stream.status, stream.headers, b"")
-
-        return await self.call(route, _all_endpoints, send, cold, None, charge)
+                               unhealthy_status if health.eject_on_5xx else None, charge)
 
     async def call(
         self, route: Route, endpoints_of: Callable[[Pool], Sequence[Endpoint]],
@@ -308,5 +288,6 @@ def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:
     return pool.endpoints
 
 
-def _unhealthy_status(response: UpstreamResponse) -> str:
+def unhealthy_status(response: UpstreamResponse) -> str:
+    """A reason when an answer's status says the endpoint is unwell (``health.eject_on_5xx``)."""
     return f"HTTP {response.status}" if response.status in UNHEALTHY_STATUSES else ""

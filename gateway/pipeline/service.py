@@ -29,12 +29,11 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline.admission import Admission, Ticket
 from gateway.pipeline.coldstart import ColdWait
 from gateway.pipeline.pools import Endpoint, Pool
-from gateway.pipeline.proxy import Proxy
+from gateway.pipeline.proxy import Proxy, unhealthy_status
 from gateway.pipeline.splits import Decision
 from gateway.tracing import RequestTrace, Tracing
 from gateway.traffic.manager import TrafficManager
 from router import Route, UnknownModel
-from router.health import UNHEALTHY_STATUSES
 
 # What a call is, for the steps that treat calls differently.
 INFER = 1  # inference: quotas and classes apply, charged to the tenant, split by a draw
@@ -187,7 +186,7 @@ class Pipeline:
                 trace.mark("upstream")  # the cold-start wait, if any, is part of it
             result, ep = await self.proxy.call(
                 target, call.endpoints, lambda ep: call.send(ep, target), cold,
-                _unhealthy if self._ejects_on_5xx(target) else None,
+                unhealthy_status if self._ejects_on_5xx(target) else None,
                 (tenant or ANONYMOUS) if kind & INFER else None)
         except Exception as exc:
             elapsed = time.perf_counter() - start
@@ -274,8 +273,3 @@ class Pipeline:
 
 def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:
     return pool.endpoints
-
-
-def _unhealthy(response: Any) -> str:
-    status = getattr(response, "status", 200)
-    return f"HTTP {status}" if status in UNHEALTHY_STATUSES else ""
