@@ -1,9 +1,9 @@
 """Route, pick, send: the protocol-neutral middle of the request path.
 
 Where it sits: the send step of the pipeline (:mod:`gateway.pipeline.service`), once the call
-is routed and admitted; :meth:`Proxy.call` looks up the route's pool, picks an endpoint (power of two choices on
-outstanding requests), runs the front's ``send`` on it and returns its result unchanged;
-:meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
+is routed and admitted; :meth:`Proxy.call` looks up the route's pool, picks an endpoint (power
+of two choices on outstanding requests), runs the front's ``send`` on it and returns its result
+unchanged; :meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
 when the request provably never left (a connect failure), and goes to the pool's fallback
 pool (``fallback_pool``, e.g. on-demand behind spot) when its own pool has no endpoint to
 offer, before waiting for a cold start; every transport failure is reported to the
