@@ -3,16 +3,16 @@
 Where it sits: the send step of the pipeline (:mod:`gateway.pipeline.service`), once the call
 is routed and admitted; :meth:`Proxy.call` looks up the route's pool, picks an endpoint (power
 of two choices on outstanding requests), runs the front's ``send`` on it and returns its result
-unchanged; :meth:`Proxy.forward` is that call for one HTTP request. It retries on another endpoint only
-when the request provably never left (a connect failure), and goes to the pool's fallback
-pool (``fallback_pool``, e.g. on-demand behind spot) when its own pool has no endpoint to
-offer, before waiting for a cold start; every transport failure is reported to the
-endpoint's health state, so repeated failures eject it. An answered inference adds its
-backend time to the charged tenant's cost accumulator (:mod:`gateway.pipeline.cost`). A gRPC stream
+unchanged; :meth:`Proxy.forward` is that call for one HTTP request. It retries on another
+endpoint only when the request provably never left (a connect failure), and goes to the pool's
+fallback pool (``fallback_pool``, e.g. on-demand behind spot) when its own pool has no endpoint
+to offer, before waiting for a cold start; every transport failure is reported to the
+endpoint's health state, so repeated failures eject it. An answered inference adds its backend
+time to the charged tenant's cost accumulator (:mod:`gateway.pipeline.cost`). A gRPC stream
 holds one endpoint for its lifetime through :meth:`Proxy.lease` (a :class:`Lease` counts it in
-and out like any request).
-In a model-managed pool the candidates are the endpoints holding the model, and a call for a
-model none holds waits for one load (:mod:`gateway.pipeline.residency`).
+and out like any request). In a model-managed pool the candidates are the endpoints holding
+the model, and a call for a model none holds waits for one load
+(:mod:`gateway.pipeline.residency`).
 """
 
 from __future__ import annotations
