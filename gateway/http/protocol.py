@@ -11,7 +11,7 @@ profile showed uvicorn's per-request machinery (scope dict, cycle object, ``rece
 messages, two writes) costing about a third of a forwarded call's CPU.
 
 - **One write per response**: status line, headers and body leave in one ``write`` (a body
-  above 64 KiB as a second buffer of the same ``writelines``). Streamed answers
+  above 4 KiB as a second buffer of the same vectored ``writelines``, not copied). Streamed answers
   (``generate_stream``) use chunked transfer coding, each chunk written as it comes and
   the writer held while the client's socket is full.
 - **Keep-alive and pipelining**: requests on one connection are answered in order, one at a
@@ -57,7 +57,7 @@ log = logging.getLogger("servegate.http")
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_KEEP_ALIVE_S = 5.0
-_JOIN_MAX = 64 * 1024  # above this a body goes with its head as two buffers, not one copy
+_JOIN_MAX = 4 * 1024  # above this a body goes with its head as two buffers, not one copy
 _MAX_URL = 65535  # what httptools' URL parser takes (uvicorn answers a longer one with 400)
 _MAX_WAITING = 8  # pipelined requests parsed ahead before reading pauses
 _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode())

@@ -30,7 +30,8 @@ from gateway.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, 
 _HTTP11 = b" HTTP/1.1\r\nhost: "
 _CL = b"\r\ncontent-length: "
 _CRLF = b"\r\n"
-_COALESCE_MAX = 256 * 1024
+_COALESCE_MAX = 256 * 1024  # streamed requests: above this the body is a second write
+_JOIN_MAX = 4 * 1024  # above this a request body is not copied behind its head
 _PAUSE_AT = 64  # streamed chunks waiting for the consumer before reading pauses
 _RESUME_AT = 8
 
@@ -138,9 +139,10 @@ class _Connection(asyncio.Protocol):
 
     # -- used by the client ----------------------------------------------------------------
     def send(self, data: bytes, waiter: asyncio.Future[UpstreamResponse],
-             timeout: float) -> None:
-        """Write a request; ``waiter`` gets its response, or :class:`UpstreamTimeout` when
-        none has come ``timeout`` seconds from now."""
+             timeout: float, body: bytes = b"") -> None:
+        """Write a request (``data``, then ``body`` if given: two buffers, one vectored
+        write); ``waiter`` gets its response, or :class:`UpstreamTimeout` when none has come
+        ``timeout`` seconds from now."""
         assert self.transport is not None
         self._waiter = waiter
         self._timeout = timeout
@@ -151,7 +153,10 @@ class _Connection(asyncio.Protocol):
                 timer.cancel()
             self._timer_at = deadline
             self._timer = self._loop.call_at(deadline, self._check_deadline)
-        self.transport.write(data)
+        if body:
+            self.transport.writelines((data, body))
+        else:
+            self.transport.write(data)
 
     def _check_deadline(self) -> None:
         self._timer = None
@@ -219,14 +224,13 @@ class NativeUpstream:
         head = _head(host, port, method, target, headers, body)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[UpstreamResponse] = loop.create_future()
-        # One write, one syscall: copying a body is cheaper than a second send() for all but
-        # large tensors, which go as a second write.
-        if len(body) <= _COALESCE_MAX:
+        # One syscall: a small body is copied behind the head, a larger one (a tensor) goes as
+        # a second buffer of the same vectored write, never copied.
+        if len(body) <= _JOIN_MAX:
             head.append(body)
             conn.send(b"".join(head), waiter, read_timeout)
         else:
-            conn.send(b"".join(head), waiter, read_timeout)
-            conn.send_more(body)
+            conn.send(b"".join(head), waiter, read_timeout, body)
         try:
             response = await waiter
         except BaseException:
