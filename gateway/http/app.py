@@ -1,8 +1,10 @@
-"""The REST front door: a plain ASGI callable speaking the KServe V2 protocol as Triton does.
+"""The REST front door: the KServe V2 protocol as Triton speaks it, parse and serialize only.
 
-Where it sits: first hop of the request path (uvicorn -> here -> proxy -> upstream). Calls
-under ``/v2/models/{m}[/versions/{v}]/...`` are forwarded as bytes to the model's pool
-(infer, metadata, ready, config, generate); statistics are merged over the pool; health,
+Where it sits: first hop of the request path (the gateway's HTTP/1.1 protocol or any ASGI
+server -> here -> the pipeline, :mod:`gateway.pipeline.service` -> proxy -> upstream). Calls
+under ``/v2/models/{m}[/versions/{v}]/...`` (infer, metadata, ready, config, generate,
+generate_stream) become a ``_RestCall`` for the pipeline (:meth:`GatewayApp.model_call`) and
+are forwarded as bytes to the model's pool; statistics are merged over the pool; health,
 server metadata, ``/v2/repository/index`` and ``/metrics`` are answered by the gateway itself
 (:mod:`gateway.http.control`). No framework and no JSON parsing on the infer path.
 """

@@ -1,11 +1,12 @@
 """Tiny ASGI helpers shared by the REST handlers: read a bounded body, send a response.
 
-Where it sits: between uvicorn and every REST handler. :func:`read_body` is the one place a
-request body is read: bounded in size (413 before reading when the declared length is over the
-limit, or as soon as the bytes received pass it) and, if asked, in time (408 when the whole
-body has not arrived within ``timeout_s``). The gateway's own server bounds the time at the
-connection instead (:mod:`gateway.http.protocol`, ``limits.body_timeout_s``), where it costs no
-timer per request; ``timeout_s`` is for an ASGI server without such a deadline.
+Where it sits: between an ASGI server (the gateway's own protocol runs everything that is not
+a model call as ASGI) and the REST handlers. :func:`read_body` reads an ASGI request body:
+bounded in size (413 before reading when the declared length is over the limit, or as soon as
+the bytes received pass it) and, if asked, in time (408 when the whole body has not arrived
+within ``timeout_s``). The gateway's own server bounds the time at the connection instead
+(:mod:`gateway.http.protocol`, ``limits.body_timeout_s``), where it costs no timer per
+request; ``timeout_s`` is for an ASGI server without such a deadline.
 """
 
 from __future__ import annotations
