@@ -3,7 +3,7 @@
 Where it sits: the send step of the pipeline (:mod:`gateway.pipeline.service`), once the call
 is routed and admitted; :meth:`Proxy.call` looks up the route's pool, picks an endpoint (power
 of two choices on outstanding requests), runs the front's ``send`` on it and returns its result
-unchanged; :meth:`Proxy.forward` is that call for one HTTP request. It retries on another
+unchanged. It retries on another
 endpoint only when the request provably never left (a connect failure), and goes to the pool's
 fallback pool (``fallback_pool``, e.g. on-demand behind spot) when its own pool has no endpoint
 to offer, before waiting for a cold start; every transport failure is reported to the
@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from random import Random
 from typing import TypeVar
 
-from gateway.adapters.upstream import Headers, Upstream, UpstreamResponse
+from gateway.adapters.upstream import Upstream
 from gateway.errors import Unavailable, UpstreamConnectError, UpstreamError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.coldstart import ColdStart, ColdWait
@@ -58,19 +58,6 @@ class Proxy:
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""
         return self.runtime.state.table.lookup(model, version)
-
-    async def forward(
-        self, route: Route, method: bytes, target: bytes, headers: Headers, body: bytes,
-        cold: ColdWait | None = None, charge: str | None = None,
-    ) -> tuple[UpstreamResponse, Endpoint]:
-        def send(ep: Endpoint) -> Awaitable[UpstreamResponse]:
-            return self.upstream.request(
-                ep.host, ep.port, method, target, headers, body,
-                route.timeouts.connect_s, route.timeouts.read_s)
-
-        health = self.runtime.state.pools[route.pool].config.health
-        return await self.call(route, _all_endpoints, send, cold,
-                               unhealthy_status if health.eject_on_5xx else None, charge)
 
     async def call(
         self, route: Route, endpoints_of: Callable[[Pool], Sequence[Endpoint]],
@@ -190,6 +177,20 @@ class Proxy:
         self.in_flight[route.model] = self.in_flight.get(route.model, 0) + 1
         return opened, Lease(self, ep, route.model)
 
+    def unhealthy_rule(self, route: Route, status_of: Callable[[T], int]
+                       ) -> Callable[[T], str] | None:
+        """With ``health.eject_on_5xx`` on the route's pool: the ``unhealthy`` of :meth:`call`,
+        naming an answer whose HTTP status (``status_of``) says the endpoint is unwell;
+        ``None`` otherwise."""
+        if not self.runtime.state.pools[route.pool].config.health.eject_on_5xx:
+            return None
+
+        def unhealthy(result: T) -> str:
+            status = status_of(result)
+            return f"HTTP {status}" if status in UNHEALTHY_STATUSES else ""
+
+        return unhealthy
+
     def _slot(self, pool: str, model: str, charge: str | None) -> CostSlot | None:
         """The accumulator charged for this call in ``pool`` (``None``: nobody is charged)."""
         return self.cost.slot(pool, model, charge) if charge and self.cost else None
@@ -284,10 +285,6 @@ class Lease:
         return held
 
 
-def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:
+def all_endpoints(pool: Pool) -> Sequence[Endpoint]:
+    """Every endpoint of the pool (an HTTP call can go to any)."""
     return pool.endpoints
-
-
-def unhealthy_status(response: UpstreamResponse) -> str:
-    """A reason when an answer's status says the endpoint is unwell (``health.eject_on_5xx``)."""
-    return f"HTTP {response.status}" if response.status in UNHEALTHY_STATUSES else ""

@@ -29,7 +29,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline.admission import Admission, Ticket
 from gateway.pipeline.coldstart import ColdWait
 from gateway.pipeline.pools import Endpoint, Pool
-from gateway.pipeline.proxy import Proxy, unhealthy_status
+from gateway.pipeline.proxy import Proxy, all_endpoints
 from gateway.pipeline.splits import Decision
 from gateway.tracing import RequestTrace, Tracing
 from gateway.traffic.manager import TrafficManager
@@ -186,7 +186,7 @@ class Pipeline:
                 trace.mark("upstream")  # the cold-start wait, if any, is part of it
             result, ep = await self.proxy.call(
                 target, call.endpoints, lambda ep: call.send(ep, target), cold,
-                unhealthy_status if self._ejects_on_5xx(target) else None,
+                self.proxy.unhealthy_rule(target, call.status),
                 (tenant or ANONYMOUS) if kind & INFER else None)
         except Exception as exc:
             elapsed = time.perf_counter() - start
@@ -227,9 +227,6 @@ class Pipeline:
             trace.mark("auth")
         return trace
 
-    def _ejects_on_5xx(self, route: Route) -> bool:
-        return self.proxy.runtime.state.pools[route.pool].config.health.eject_on_5xx
-
     def _mirror(self, route: Route, decision: Decision, call: Call) -> Any:
         """Start the shadow copy of a call to a split model (charged to the shadow variant's
         pool as tenant ``_shadow``, never to the caller); ``None`` if the front mirrors
@@ -252,8 +249,10 @@ class Pipeline:
         """A front's shadow copy: ``send`` to an endpoint of ``route``'s pool, charged to
         ``_shadow``."""
         async def mirror() -> UpstreamResponse:
-            response, _ = await self.proxy.call(route, _all_endpoints, send,
-                                                charge=SHADOW_TENANT)
+            response, _ = await self.proxy.call(
+                route, all_endpoints, send,
+                unhealthy=self.proxy.unhealthy_rule(route, _http_status),
+                charge=SHADOW_TENANT)
             return response
 
         return mirror
@@ -271,5 +270,5 @@ class Pipeline:
         return route
 
 
-def _all_endpoints(pool: Pool) -> Sequence[Endpoint]:
-    return pool.endpoints
+def _http_status(response: UpstreamResponse) -> int:
+    return response.status

@@ -194,3 +194,16 @@ async def test_max_in_flight_is_resource_exhausted(
     assert err.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
     gw.admission.model_in_flight["m"] = 0
     await asyncio.wait_for(client.infer("m", inputs()), 5)
+
+
+async def test_eject_on_5xx_pool_serves_grpc(
+        make: Make, tritons: tuple[Recorder, list[FakeTriton]]) -> None:
+    """``health.eject_on_5xx`` judges REST answers by their status; a gRPC answer is served,
+    and an error status the endpoint sends is passed on, not counted as a 5xx answer."""
+    _, servers = tritons
+    cfg = config(servers)
+    cfg["pools"]["cpu"]["health"] = {"eject_on_5xx": True}
+    gw, client = await make(cfg)
+    for _ in range(3):
+        assert (await client.infer("m", inputs())).get_response().id == "a"
+    assert all(ep.admitted for ep in gw.runtime.state.pools["cpu"].endpoints)

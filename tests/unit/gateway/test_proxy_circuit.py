@@ -5,6 +5,7 @@ count when ``eject_on_5xx`` is on, and the circuit-state gauge. Synthetic clock,
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from random import Random
 from typing import Any
 
@@ -15,7 +16,7 @@ from gateway.adapters.upstream import UpstreamResponse
 from gateway.errors import UpstreamConnectError
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline.pools import Endpoint
-from gateway.pipeline.proxy import Proxy
+from gateway.pipeline.proxy import Proxy, all_endpoints
 from gateway.pipeline.runtime import Runtime
 from router.health import CLOSED, HALF_OPEN, OPEN
 
@@ -61,9 +62,20 @@ def make(endpoints: int = 2, **health: Any) -> tuple[Proxy, Answers, Clock, list
 
 
 async def forward(proxy: Proxy) -> tuple[int, Endpoint]:
-    response, ep = await proxy.forward(proxy.route("m", ""), b"POST", b"/v2/models/m/infer",
-                                       [], b"{}")
+    """One HTTP call as the pipeline makes it: any endpoint, the pool's 5xx rule."""
+    route = proxy.route("m", "")
+
+    def send(ep: Endpoint) -> Awaitable[UpstreamResponse]:
+        return proxy.upstream.request(ep.host, ep.port, b"POST", b"/v2/models/m/infer", [],
+                                      b"{}", 1.0, 1.0)
+
+    response, ep = await proxy.call(route, all_endpoints, send,
+                                    unhealthy=proxy.unhealthy_rule(route, _status))
     return response.status, ep
+
+
+def _status(response: UpstreamResponse) -> int:
+    return response.status
 
 
 def eject(proxy: Proxy, ep: Endpoint, now: float) -> None:
