@@ -236,13 +236,7 @@ async def _start_once(spec: WorkerSpec, name: str, tg: asyncio.TaskGroup,
         tg.create_task(_poll_ready(spec.ready_url(worker.ports), worker), name=f"ready-{name}")
     try:
         async with asyncio.timeout(spec.start_timeout_s):
-            ready = asyncio.ensure_future(worker.ready.wait())
-            exited = asyncio.ensure_future(worker.exited.wait())
-            try:
-                await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                ready.cancel()
-                exited.cancel()
+            await first_set(worker.ready, worker.exited)
         if not worker.ready.is_set():
             raise ProcessStartError(name, f"exited with {worker.proc.returncode} before it "
                                           f"was ready:\n{worker.tail()}")
@@ -254,6 +248,16 @@ async def _start_once(spec: WorkerSpec, name: str, tg: asyncio.TaskGroup,
         await asyncio.shield(worker.stop(spec.stop_timeout_s))
         raise
     return worker
+
+
+async def first_set(*events: asyncio.Event) -> None:
+    """Wait until any of ``events`` is set."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def start_worker(spec: WorkerSpec, name: str, tg: asyncio.TaskGroup,

@@ -144,8 +144,8 @@ class GatewayMetrics:
         self.registry.register(_StateCollector(runtime, in_flight, queued, clock))
         self._error_labels: set[tuple[str, str, str]] = set()
         # Counter children resolved once per label set (``labels()`` costs more than ``inc()``).
-        self._refused: dict[tuple[str, str, int], Any] = {}
-        self._admission_refused: dict[tuple[str, str, str], Any] = {}
+        self._refused: dict[tuple[str, ...], Any] = {}
+        self._admission_refused: dict[tuple[str, ...], Any] = {}
 
     def observe(self, model: str, endpoint: str, protocol: str, status: int,
                 seconds: float) -> None:
@@ -159,23 +159,11 @@ class GatewayMetrics:
 
     def refused(self, model: str, protocol: str, status: int) -> None:
         """A request the gateway answered itself with an error (``servegate_rejected``)."""
-        key = (model, protocol, status)
-        child = self._refused.get(key)
-        if child is None:
-            child = self.rejected.labels(model, protocol, str(status))
-            if len(self._refused) < _CHILDREN_KEPT:
-                self._refused[key] = child
-        child.inc()
+        _child(self._refused, self.rejected, (model, protocol, str(status))).inc()
 
     def refused_by_admission(self, tenant: str, model: str, reason: str) -> None:
         """A request admission refused (``servegate_admission_rejected``)."""
-        key = (tenant, model, reason)
-        child = self._admission_refused.get(key)
-        if child is None:
-            child = self.admission_rejected.labels(tenant, model, reason)
-            if len(self._admission_refused) < _CHILDREN_KEPT:
-                self._admission_refused[key] = child
-        child.inc()
+        _child(self._admission_refused, self.admission_rejected, (tenant, model, reason)).inc()
 
     def upstream_error(self, pool: str, endpoint: str, kind: str) -> None:
         self._error_labels.add((pool, endpoint, kind))
@@ -201,6 +189,16 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _child(kept: dict[tuple[str, ...], Any], metric: Counter, labels: tuple[str, ...]) -> Any:
+    """``metric.labels(*labels)``, resolved once per label set (up to ``_CHILDREN_KEPT``)."""
+    child = kept.get(labels)
+    if child is None:
+        child = metric.labels(*labels)
+        if len(kept) < _CHILDREN_KEPT:
+            kept[labels] = child
+    return child
 
 
 def _remove(metric: Counter | Histogram, *labels: str) -> None:

@@ -206,13 +206,9 @@ class GrpcFront:
     def caller(self, context: Context) -> tuple[Metadata, dict[str, str], str | None]:
         """The metadata to forward (never the API key), its text entries, and the tenant
         (``None`` with auth off); :class:`Unauthorized` without a valid key."""
-        metadata, headers = client_metadata(context)
-        name = self.admission.auth_header()
-        if name is None:
-            return metadata, headers, None
-        value = headers.pop(name, None)
-        tenant = self.admission.authenticate(value.encode() if value is not None else None)
-        return tuple(m for m in metadata if m[0] != name), headers, tenant
+        key = _Credential(context)
+        tenant = self.admission.caller(key.take)
+        return key.metadata, key.headers, tenant
 
     async def _caller_or_abort(
             self, context: Context) -> tuple[Metadata, dict[str, str], str | None]:
@@ -263,17 +259,32 @@ class GrpcFront:
             await _abort(context, *grpc_status(first_error(exc)))
 
 
+class _Credential:
+    """A call's client metadata (to forward) and its text entries (for routing), from which
+    :meth:`take` removes the API key: it is read, never forwarded."""
+
+    __slots__ = ("headers", "metadata")
+
+    def __init__(self, context: Context) -> None:
+        self.metadata, self.headers = client_metadata(context)
+
+    def take(self, name: str) -> bytes | None:
+        value = self.headers.pop(name, None)
+        self.metadata = tuple(m for m in self.metadata if m[0] != name)
+        return value.encode() if value is not None else None
+
+
 # method -> what kind of call it is for the pipeline (no shadow copies over gRPC: comparing
 # outputs decodes REST answers)
 _KINDS = {"ModelInfer": INFER | LOAD, "ModelMetadata": LOAD, "ModelConfig": LOAD,
           "ModelReady": 0}
 
 
-class _GrpcCall:
+class _GrpcCall(_Credential):
     """One forwarded unary call as the pipeline sees it
     (:class:`gateway.pipeline.service.Call`): the message's bytes, the client's metadata."""
 
-    __slots__ = ("channels", "cold", "context", "headers", "metadata", "method", "request")
+    __slots__ = ("channels", "cold", "context", "method", "request")
     protocol = "grpc"
 
     def __init__(self, front: GrpcFront, method: str, request: bytes, context: Context) -> None:
@@ -281,14 +292,11 @@ class _GrpcCall:
         self.method = method
         self.request = request
         self.context = context
-        self.metadata, self.headers = client_metadata(context)
+        super().__init__(context)
         self.cold: ColdWait | None = None
 
     def credential(self, header: str) -> bytes | None:
-        """The API key (taken out of what is forwarded)."""
-        value = self.headers.pop(header, None)
-        self.metadata = tuple(m for m in self.metadata if m[0] != header)
-        return value.encode() if value is not None else None
+        return self.take(header)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)

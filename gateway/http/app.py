@@ -186,10 +186,7 @@ class GatewayApp:
 
     def _authenticate(self, scope: Scope) -> str | None:
         """The calling tenant (``None`` with auth off); 401 without a valid key."""
-        name = self.admission.auth_header()
-        if name is None:
-            return None
-        return self.admission.authenticate(header(scope, name.encode()))
+        return self.admission.caller(lambda name: header(scope, name.encode()))
 
     # -------------------------------------------------------------- model calls
 
@@ -289,15 +286,16 @@ class _RestCall:
         target = request.path.encode()
         self.target = target + b"?" + request.query if request.query else target
         self.body = request.body
-        # The client's headers minus hop-by-hop ones and the API key (never sent on).
-        name = app.admission.auth_header()
-        drop = HOP_BY_HOP if name is None else HOP_BY_HOP | {name.encode()}
-        self.headers = [(k, v) for k, v in request.headers if k not in drop]
+        # The client's headers minus hop-by-hop ones (and the API key: :meth:`credential`).
+        self.headers = [(k, v) for k, v in request.headers if k not in HOP_BY_HOP]
         self.variant: str | None = None
         self.cold: ColdWait | None = None
 
     def credential(self, header: str) -> bytes | None:
-        return self.request.header(header.encode())
+        """The API key (taken out of what is forwarded: never sent on)."""
+        name = header.encode()
+        self.headers = [(k, v) for k, v in self.headers if k != name]
+        return self.request.header(name)
 
     def header(self, name: str) -> str | None:
         raw = self.request.header(name.encode())

@@ -64,7 +64,7 @@ _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode())
                  for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CLOSE = b"connection: close\r\n"
-_CHUNKED = b"transfer-encoding: chunked\r\n\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -308,6 +308,24 @@ class V2Protocol(asyncio.Protocol):
     async def reply(self, status: int, headers: Headers, body: bytes) -> None:
         if self._lost:
             return  # the client went away: the answer has nowhere to go
+        head = self._head(status, headers, b"content-length: %d\r\n" % len(body))
+        if self._head_only or not body:
+            self.transport.write(head)
+        elif len(body) <= _JOIN_MAX:
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
+
+    async def start(self, status: int, headers: Headers) -> None:
+        if self._lost:
+            return
+        self._streaming = not self._head_only
+        self.transport.write(self._head(status, headers, _CHUNKED))
+
+    def _head(self, status: int, headers: Headers, framing: bytes) -> bytes:
+        """Status line and headers of the answer being written, its ``framing`` header
+        (length or chunked), and ``connection: close`` when it is the connection's last (a
+        ``connection`` header of the answer only says whether it must be)."""
         parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
         for name, value in self.server_state.default_headers:
             parts += (name, b": ", value, b"\r\n")
@@ -317,32 +335,11 @@ class V2Protocol(asyncio.Protocol):
                     self._keep_alive = False
                 continue
             parts += (name, b": ", value, b"\r\n")
-        parts.append(b"content-length: %d\r\n" % len(body))
+        parts.append(framing)
         if self._closes():
             parts.append(_CLOSE)
         parts.append(b"\r\n")
-        if self._head_only or not body:
-            self.transport.write(b"".join(parts))
-        elif len(body) <= _JOIN_MAX:
-            parts.append(body)
-            self.transport.write(b"".join(parts))
-        else:
-            self.transport.writelines((b"".join(parts), body))
-
-    async def start(self, status: int, headers: Headers) -> None:
-        if self._lost:
-            return
-        self._streaming = not self._head_only
-        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        for name, value in self.server_state.default_headers:
-            parts += (name, b": ", value, b"\r\n")
-        for name, value in headers:
-            if name != b"connection":
-                parts += (name, b": ", value, b"\r\n")
-        if self._closes():
-            parts.append(_CLOSE)
-        parts.append(_CHUNKED)
-        self.transport.write(b"".join(parts))
+        return b"".join(parts)
 
     async def write(self, chunk: bytes) -> None:
         if self._lost:
@@ -444,11 +441,9 @@ class V2Protocol(asyncio.Protocol):
         if self._lost:
             return
         status, headers, body = error_response(error)
-        head = [_STATUS_LINES.get(status, b"HTTP/1.1 %d \r\n" % status)]
-        head += [name + b": " + value + b"\r\n" for name, value in
-                 (*self.server_state.default_headers, *headers) if name != b"connection"]
-        head.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body))
-        self.transport.write(b"".join(head) + body)
+        self._keep_alive = False
+        self.transport.write(self._head(status, headers, b"content-length: %d\r\n" % len(body))
+                             + body)
         self.transport.close()
 
     def _check_deadline(self) -> None:

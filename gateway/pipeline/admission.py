@@ -62,6 +62,12 @@ class Admission:
         auth = self.runtime.state.config.auth
         return auth.header if auth is not None and auth.enabled else None
 
+    def caller(self, read: Callable[[str], bytes | None]) -> str | None:
+        """The calling tenant, its API key read by ``read(header name)`` only when auth is on
+        (``None`` with auth off); 401 without a valid key."""
+        name = self.auth_header()
+        return None if name is None else self.authenticate(read(name))
+
     def authenticate(self, value: bytes | None) -> str | None:
         """The tenant behind a header value (``None`` when auth is off); 401 if nobody."""
         auth = self.runtime.state.config.auth

@@ -128,24 +128,26 @@ class ColdStart:
             self.metrics.activations.labels(pool_name).inc()
             log.info("pool %s has no ready endpoint: holding requests, activating", pool_name)
             self._activate(pool_name)
+        await self._hold(queue, limit, draining, pool_name, retry,
+                         f"pool '{pool_name}' had no ready endpoint within {limit:g}s")
+        waited = self._clock() - now
+        self.metrics.cold_start_wait.labels(pool_name).observe(waited)
+        return waited
+
+    async def _hold(self, queue: deque[asyncio.Future[None]], limit: float, draining: bool,
+                    pool_name: str, retry: int, timed_out: str) -> None:
+        """Wait in ``queue`` until woken, at most ``limit`` seconds: 503 + Retry-After saying
+        ``timed_out`` when the wait runs out, or that the gateway is shutting down."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(future)
         try:
-            await self._hold(queue, limit)
+            await asyncio.wait_for(future, limit)
         except _Drained:
             raise self._shutting_down(pool_name, retry) from None
         except TimeoutError:
             if draining:
                 raise self._shutting_down(pool_name, retry) from None
-            raise Unavailable(f"pool '{pool_name}' had no ready endpoint within {limit:g}s",
-                              retry) from None
-        waited = self._clock() - now
-        self.metrics.cold_start_wait.labels(pool_name).observe(waited)
-        return waited
-
-    async def _hold(self, queue: deque[asyncio.Future[None]], limit: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue.append(future)
-        try:
-            await asyncio.wait_for(future, limit)
+            raise Unavailable(timed_out, retry) from None
         finally:
             if not future.done():
                 future.cancel()
@@ -226,14 +228,8 @@ class ColdStart:
             raise Unavailable(f"model '{model}' is loading: ready in about {predicted:.1f}s, "
                               f"after this request's deadline ({limit:.1f}s)", retry)
         try:
-            await self._hold(queue, limit)
-        except _Drained:
-            raise self._shutting_down(pool_name, retry) from None
-        except TimeoutError:
-            if draining:
-                raise self._shutting_down(pool_name, retry) from None
-            raise Unavailable(f"model '{model}' was not loaded within {limit:g}s",
-                              retry) from None
+            await self._hold(queue, limit, draining, pool_name, retry,
+                             f"model '{model}' was not loaded within {limit:g}s")
         finally:
             if not queue:
                 self._model_waiters.pop(key, None)

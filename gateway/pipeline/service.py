@@ -119,10 +119,7 @@ class Pipeline:
 
     def authenticate(self, call: Call) -> str | None:
         """The calling tenant (``None`` with auth off); :class:`Unauthorized` without a key."""
-        name = self.admission.auth_header()
-        if name is None:
-            return None
-        return self.admission.authenticate(call.credential(name))
+        return self.admission.caller(call.credential)
 
     def route(self, model: str, version: str) -> Route:
         """Raises :class:`router.UnknownModel` for a model the config does not route."""

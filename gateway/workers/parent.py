@@ -39,7 +39,7 @@ from pathlib import Path
 
 from adapters.configfile import load_config_file
 from adapters.errors import ProcessStartError
-from adapters.procs import WorkerProcess, WorkerSpec, start_worker
+from adapters.procs import WorkerProcess, WorkerSpec, first_set, start_worker
 from gateway.settings import GatewaySettings, WorkerSlot
 from gateway.workers import WORKER_READY
 
@@ -144,13 +144,7 @@ class Pod:
 
     async def _exit_or_stop(self, worker: WorkerProcess) -> bool:
         """Wait until the worker exits or the pod stops; True when the pod stops."""
-        exited = asyncio.ensure_future(worker.exited.wait())
-        stopping = asyncio.ensure_future(self.stopping.wait())
-        try:
-            await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            exited.cancel()
-            stopping.cancel()
+        await first_set(worker.exited, self.stopping)
         return self.stopping.is_set()
 
     async def _drain(self, index: int, worker: WorkerProcess) -> None:
