@@ -6,6 +6,7 @@ already run on standard ports. Waits poll a condition with a deadline, never sle
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -125,6 +126,40 @@ def start_gateway(config: dict[str, Any], workdir: Path, *args: str) -> GatewayP
         gw.stop()
         raise
     return gw
+
+
+class LocalAutoscaler:
+    """``servegate autoscaler --actuator local`` with its status server on ``port``, for the
+    scale-from-zero tests; ``endpoints()`` lists what it has started for ``pool``."""
+
+    def __init__(self, cfg: dict[str, Any], workdir: Path, port: int, pool: str) -> None:
+        self.port = port
+        self.pool = pool
+        path = workdir / "autoscaler.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.log = workdir / "autoscaler.log"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "servegate.cli", "autoscaler", "--config", str(path),
+                 "--actuator", "local", "--host", "127.0.0.1", "--status-port", str(port)],
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: self.proc.poll() is not None
+                 or http_get(f"http://127.0.0.1:{port}/status")[0] == 200, 30,
+                 "autoscaler status server")
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def endpoints(self) -> list[dict[str, str]]:
+        code, body = http_get(f"http://127.0.0.1:{self.port}/pools/{self.pool}/endpoints")
+        assert code == 200, body
+        return list(json.loads(body)["endpoints"])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 def redis_server_binary() -> str:

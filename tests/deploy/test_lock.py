@@ -116,7 +116,8 @@ def test_the_check_sees_a_stale_direct_entry_and_a_pin_out_of_range() -> None:
 
 
 @pytest.mark.skipif(Path(sys.prefix).resolve() != (REPO / ".venv").resolve(),
-                    reason="checks the project's .venv, which `make test` runs in")
+                    reason="compares the project's own .venv with the lock; `make test` runs "
+                           "in that .venv, another interpreter has nothing to compare")
 def test_the_virtualenv_holds_exactly_the_lock() -> None:
     locked = parse_lock(LOCK).versions
     installed = {canonicalize_name(d.metadata["Name"]): d.version

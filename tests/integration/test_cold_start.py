@@ -5,9 +5,6 @@ serves them all once Triton is ready, returns to zero after the idle grace, and 
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from servegate.local.launch import free_port
-from tests.harness import GatewayProcess, http_get, start_gateway, wait_for
+from tests.harness import GatewayProcess, LocalAutoscaler, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,48 +45,21 @@ def config(status_port: int, max_queue: int = 1000) -> dict[str, Any]:
     }
 
 
-class Autoscaler:
-    def __init__(self, cfg: dict[str, Any], workdir: Path, gateway_url: str) -> None:
-        self.port = cfg["pools"]["cold"]["discovery"]["url"].rsplit(":", 1)[1]
-        path = workdir / "autoscaler.yaml"
-        cfg = json.loads(json.dumps(cfg))
-        cfg["autoscaling"]["signals"]["gateways"] = [gateway_url]
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.log = workdir / "autoscaler.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "servegate.cli", "autoscaler", "--config", str(path),
-                 "--actuator", "local", "--host", "127.0.0.1", "--status-port", self.port],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.proc.poll() is not None or self.status() is not None, 30,
-                 "autoscaler status server")
-        assert self.proc.poll() is None, self.log.read_text()
-
-    def status(self) -> dict[str, Any] | None:
-        code, body = http_get(f"http://127.0.0.1:{self.port}/status")
-        return json.loads(body) if code == 200 else None
-
-    def endpoints(self) -> list[dict[str, str]]:
-        code, body = http_get(f"http://127.0.0.1:{self.port}/pools/cold/endpoints")
-        assert code == 200, body
-        return list(json.loads(body)["endpoints"])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def autoscaler(cfg: dict[str, Any], workdir: Path, gateway_url: str) -> LocalAutoscaler:
+    """The local autoscaler for ``cfg``'s pool ``cold``, reading ``gateway_url``'s metrics."""
+    port = int(cfg["pools"]["cold"]["discovery"]["url"].rsplit(":", 1)[1])
+    cfg = json.loads(json.dumps(cfg))
+    cfg["autoscaling"]["signals"]["gateways"] = [gateway_url]
+    return LocalAutoscaler(cfg, workdir, port, "cold")
 
 
 @pytest.fixture
-def cold_env(tmp_path: Path) -> Iterator[tuple[GatewayProcess, Autoscaler]]:
+def cold_env(tmp_path: Path) -> Iterator[tuple[GatewayProcess, LocalAutoscaler]]:
     status_port = free_port()
     cfg = config(status_port)
     gw = start_gateway(cfg, tmp_path / "gw", "--autoscaler-url",
                        f"http://127.0.0.1:{status_port}")
-    scaler = Autoscaler(cfg, tmp_path, gw.url)
+    scaler = autoscaler(cfg, tmp_path, gw.url)
     try:
         yield gw, scaler
     finally:
@@ -115,7 +84,7 @@ def burst(gw: GatewayProcess, n: int) -> list[tuple[int, dict[str, str], bytes]]
         return list(ex.map(lambda _: post(gw), range(n)))
 
 
-def test_zero_to_one_and_back_twice(cold_env: tuple[GatewayProcess, Autoscaler]) -> None:
+def test_zero_to_one_and_back_twice(cold_env: tuple[GatewayProcess, LocalAutoscaler]) -> None:
     gw, scaler = cold_env
     assert scaler.endpoints() == []
     for round_ in (1, 2):
@@ -143,7 +112,7 @@ def test_overflow_and_short_deadlines_are_answered_at_once(tmp_path: Path) -> No
     cfg = config(status_port, max_queue=5)
     gw = start_gateway(cfg, tmp_path / "gw", "--autoscaler-url",
                        f"http://127.0.0.1:{status_port}")
-    scaler = Autoscaler(cfg, tmp_path, gw.url)
+    scaler = autoscaler(cfg, tmp_path, gw.url)
     try:
         # The first cold start teaches the gateway how long this pool takes to start.
         assert post(gw)[0] == 200

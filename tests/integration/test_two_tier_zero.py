@@ -10,9 +10,6 @@ bounded wait. The replicas are real ``tritonserver`` processes in explicit model
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -21,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from servegate.local.launch import free_port
 from servegate.local.zoo import zoo_names
-from tests.harness import GatewayProcess, http_get, start_gateway, wait_for
+from tests.harness import GatewayProcess, LocalAutoscaler, start_gateway, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,44 +60,14 @@ def config(status_port: int, gateway_url: str = "") -> dict[str, Any]:
     }
 
 
-class Autoscaler:
-    def __init__(self, cfg: dict[str, Any], workdir: Path, port: int) -> None:
-        self.port = port
-        path = workdir / "autoscaler.yaml"
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        self.log = workdir / "autoscaler.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "servegate.cli", "autoscaler", "--config", str(path),
-                 "--actuator", "local", "--host", "127.0.0.1", "--status-port", str(port)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(lambda: self.proc.poll() is not None
-                 or http_get(f"http://127.0.0.1:{port}/status")[0] == 200, 30,
-                 "autoscaler status server")
-        assert self.proc.poll() is None, self.log.read_text()
-
-    def endpoints(self) -> list[dict[str, str]]:
-        code, body = http_get(f"http://127.0.0.1:{self.port}/pools/zoo/endpoints")
-        assert code == 200, body
-        return list(json.loads(body)["endpoints"])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[tuple[GatewayProcess, Autoscaler]]:
+def env(tmp_path: Path) -> Iterator[tuple[GatewayProcess, LocalAutoscaler]]:
     status_port = free_port()
     gw = start_gateway(config(status_port), tmp_path / "gw", "--autoscaler-url",
                        f"http://127.0.0.1:{status_port}")
     scaler = None
     try:
-        scaler = Autoscaler(config(status_port, gw.url), tmp_path, status_port)
+        scaler = LocalAutoscaler(config(status_port, gw.url), tmp_path, status_port, "zoo")
         yield gw, scaler
     finally:
         if scaler is not None:
@@ -126,7 +92,7 @@ def state(gw: GatewayProcess, model: str) -> tuple[str, str]:
 
 
 def test_model_unloads_on_a_warm_server_then_the_pool_goes_to_zero(
-        env: tuple[GatewayProcess, Autoscaler]) -> None:
+        env: tuple[GatewayProcess, LocalAutoscaler]) -> None:
     gw, scaler = env
     assert scaler.endpoints() == []
     # from zero: a server starts and the model loads, in one held call
