@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -53,10 +54,44 @@ _PR_SET_PDEATHSIG = 1
 LIVES_WITH_PROCESS = "servegate_lives_with_process"
 
 
+_PORTS_FROM = 10_000  # free_port's range starts here and ends below the ephemeral range
+_picked: set[int] = set()  # handed out by this process (each only once)
+_rng = random.SystemRandom()  # not the random module's state, which forked children share
+
+
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a server started a moment later.
+
+    Taken below the kernel's ephemeral range (``ip_local_port_range``): a port from that range
+    (what ``bind(0)`` gives) can become the source port of any outgoing connection in the
+    time between being chosen and being bound, e.g. while Triton servers start, and the
+    server then fails with "address already in use". Falls back to ``bind(0)`` when nothing
+    free is found there.
+    """
+    low = _ephemeral_low()
+    for _ in range(64):
+        port = _rng.randrange(_PORTS_FROM, low) if low > _PORTS_FROM + 1000 else 0
+        if port in _picked:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _picked.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
 
 
 def python_env(base: Mapping[str, str] | None = None) -> dict[str, str]:

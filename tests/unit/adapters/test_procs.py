@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from adapters import procs
 from adapters.procs import die_with_parent
 from tests.harness import wait_for
 
@@ -77,3 +79,14 @@ def test_watch_parent_notices_the_parent_exit(tmp_path: Path) -> None:
         if pid_file.exists() and pid_file.read_text():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_free_ports_are_distinct_bindable_and_below_the_ephemeral_range() -> None:
+    """Outgoing connections take their source ports from the ephemeral range; a port handed
+    out there could be taken before its server binds it (seen: the demo's autoscaler)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [procs.free_port() for _ in range(50)]
+    assert len(set(ports)) == 50
+    assert all(p < low for p in ports)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
